@@ -1,0 +1,393 @@
+//! Typed settings: a TOML file, overlaid by `QRLOGIN_*` environment variables, validated once at
+//! start. Secrets are wrapped so they never print; unknown keys are refused.
+
+use crate::codes::PreparedLogo;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A secret string: `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The settings file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The address browsers and phones reach this relay at (code and WebSocket URLs are built on
+    /// it). Defaults to `http://{listen}`.
+    pub public_base_url: Option<String>,
+    /// `redis://…`: the shared store for many instances. Without it, sessions live in memory.
+    pub redis_url: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    #[serde(default = "default_wechat_api_base")]
+    pub wechat_api_base: String,
+    /// Used when a PC page names no connection; the first connection otherwise.
+    pub default_connection: Option<String>,
+    #[serde(default = "default_ticket_ttl")]
+    pub ticket_ttl_secs: u64,
+    /// How long finished sessions stay readable, so late pollers see `expired`, not 404.
+    #[serde(default = "default_linger")]
+    pub linger_secs: u64,
+    /// Mount the WeChat simulator at `/sandbox/wechat` on the same listener.
+    #[serde(default)]
+    pub mount_simulator: bool,
+    pub connections: Vec<ConnectionSettings>,
+}
+
+/// One connection: a tenant's mini-program, as the seed product calls it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// Lower-case letters, digits and `-`, under 32 characters; fixed once chosen.
+    pub identifier: String,
+    pub display_name: String,
+    pub appid: String,
+    pub app_secret: Option<Secret>,
+    pub app_secret_file: Option<PathBuf>,
+    /// What the website backend presents as `Authorization: Bearer …` to redeem tickets; also
+    /// the key that signs its ID tokens.
+    pub backend_secret: Option<Secret>,
+    pub backend_secret_file: Option<PathBuf>,
+    /// PNG or JPEG pasted over the code's centre; the bundled logo when absent.
+    pub logo: Option<PathBuf>,
+    /// The mini-program page the code opens; the mini-program's home page when absent.
+    pub page: Option<String>,
+    #[serde(default = "default_env_version")]
+    pub env_version: String,
+    #[serde(default = "default_true")]
+    pub check_path: bool,
+    #[serde(default = "default_code_width")]
+    pub code_width: u32,
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+    /// Origins allowed to open the WebSocket; any origin when empty.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Accept scans of a forwarded or saved image (launch scenes 1048/1049). Off by default.
+    #[serde(default)]
+    pub allow_forwarded_scans: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_key_prefix() -> String {
+    "qrlogin:".into()
+}
+fn default_wechat_api_base() -> String {
+    "https://api.weixin.qq.com".into()
+}
+fn default_ticket_ttl() -> u64 {
+    60
+}
+fn default_linger() -> u64 {
+    300
+}
+fn default_env_version() -> String {
+    "release".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_code_width() -> u32 {
+    430
+}
+fn default_session_ttl() -> u64 {
+    120
+}
+
+/// A WeChat app's credentials.
+#[derive(Debug, Clone)]
+pub struct WeChatApp {
+    pub appid: String,
+    pub secret: Secret,
+}
+
+/// A connection, validated and ready: secrets read, logo prepared.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub identifier: String,
+    pub display_name: String,
+    pub app: WeChatApp,
+    pub backend_secret: Secret,
+    pub logo: Arc<PreparedLogo>,
+    pub page: Option<String>,
+    pub env_version: String,
+    pub check_path: bool,
+    pub code_width: u32,
+    pub session_ttl_secs: u64,
+    pub allowed_origins: Vec<String>,
+    pub allow_forwarded_scans: bool,
+}
+
+impl Connection {
+    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
+        self.allowed_origins.is_empty()
+            || origin.is_some_and(|o| self.allowed_origins.iter().any(|allowed| allowed == o))
+    }
+}
+
+/// The connections by identifier, with the default one.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    by_id: HashMap<String, Arc<Connection>>,
+    default: String,
+}
+
+impl Connections {
+    pub fn get(&self, identifier: &str) -> Option<&Arc<Connection>> {
+        self.by_id.get(identifier)
+    }
+
+    pub fn default_connection(&self) -> Option<&Arc<Connection>> {
+        self.by_id.get(&self.default)
+    }
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Settings {
+    /// Reads the file, then overlays `QRLOGIN_LISTEN`, `QRLOGIN_PUBLIC_BASE_URL`,
+    /// `QRLOGIN_REDIS_URL`, `QRLOGIN_KEY_PREFIX` and `QRLOGIN_WECHAT_API_BASE`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        let mut settings: Settings = toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("config {}: {}", path.display(), e.message())))?;
+        settings.overlay_env(|name| std::env::var(name).ok());
+        Ok(settings)
+    }
+
+    pub fn overlay_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = var("QRLOGIN_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = var("QRLOGIN_PUBLIC_BASE_URL") {
+            self.public_base_url = Some(v);
+        }
+        if let Some(v) = var("QRLOGIN_REDIS_URL") {
+            self.redis_url = Some(v);
+        }
+        if let Some(v) = var("QRLOGIN_KEY_PREFIX") {
+            self.key_prefix = v;
+        }
+        if let Some(v) = var("QRLOGIN_WECHAT_API_BASE") {
+            self.wechat_api_base = v;
+        }
+    }
+
+    /// Checks every connection and prepares it (reads secret files, decodes the logo).
+    pub fn connections(&self) -> Result<Connections, ConfigError> {
+        if self.connections.is_empty() {
+            return Err(ConfigError("the config names no connection".into()));
+        }
+        let mut by_id = HashMap::new();
+        for c in &self.connections {
+            let connection = c.resolve()?;
+            if by_id.insert(c.identifier.clone(), Arc::new(connection)).is_some() {
+                return Err(ConfigError(format!(
+                    "connection {:?} is defined twice",
+                    c.identifier
+                )));
+            }
+        }
+        let default = match &self.default_connection {
+            Some(d) if by_id.contains_key(d) => d.clone(),
+            Some(d) => {
+                return Err(ConfigError(format!(
+                    "default_connection {d:?} is not a connection"
+                )));
+            }
+            None => self.connections[0].identifier.clone(),
+        };
+        Ok(Connections { by_id, default })
+    }
+}
+
+impl ConnectionSettings {
+    fn resolve(&self) -> Result<Connection, ConfigError> {
+        let id = &self.identifier;
+        let err = |what: String| ConfigError(format!("connection {id:?}: {what}"));
+        if !is_valid_identifier(id) {
+            return Err(err("identifier must be 1-31 characters of a-z, 0-9 and -".into()));
+        }
+        if !is_valid_appid(&self.appid) {
+            return Err(err(format!(
+                "appid {:?} is not wx followed by 16 hex digits",
+                self.appid
+            )));
+        }
+        if !(280..=1280).contains(&self.code_width) {
+            return Err(err("code_width must be between 280 and 1280".into()));
+        }
+        if !["release", "trial", "develop"].contains(&self.env_version.as_str()) {
+            return Err(err("env_version must be release, trial or develop".into()));
+        }
+        if let Some(page) = &self.page
+            && (page.starts_with('/') || page.contains('?') || page.is_empty())
+        {
+            return Err(err(
+                "page must be a path like pages/login/login, without a leading / or query".into(),
+            ));
+        }
+        if !(10..=3600).contains(&self.session_ttl_secs) {
+            return Err(err("session_ttl_secs must be between 10 and 3600".into()));
+        }
+        let app_secret = read_secret(&self.app_secret, &self.app_secret_file)
+            .map_err(|e| err(format!("app_secret: {e}")))?;
+        let backend_secret = read_secret(&self.backend_secret, &self.backend_secret_file)
+            .map_err(|e| err(format!("backend_secret: {e}")))?;
+        let logo = match &self.logo {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| err(format!("cannot read logo {}: {e}", path.display())))?;
+                PreparedLogo::prepare(&bytes).map_err(|e| err(format!("logo {}: {e}", path.display())))?
+            }
+            None => PreparedLogo::bundled(),
+        };
+        Ok(Connection {
+            identifier: id.clone(),
+            display_name: self.display_name.clone(),
+            app: WeChatApp {
+                appid: self.appid.clone(),
+                secret: app_secret,
+            },
+            backend_secret,
+            logo: Arc::new(logo),
+            page: self.page.clone(),
+            env_version: self.env_version.clone(),
+            check_path: self.check_path,
+            code_width: self.code_width,
+            session_ttl_secs: self.session_ttl_secs,
+            allowed_origins: self.allowed_origins.clone(),
+            allow_forwarded_scans: self.allow_forwarded_scans,
+        })
+    }
+}
+
+fn read_secret(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Secret, String> {
+    let value = match (inline, file) {
+        (Some(_), Some(_)) => return Err("give the value or a file, not both".into()),
+        (Some(s), None) => s.expose().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Err("missing".into()),
+    };
+    if value.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(Secret(value))
+}
+
+pub fn is_valid_identifier(id: &str) -> bool {
+    (1..32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+pub fn is_valid_appid(appid: &str) -> bool {
+    appid.len() == 18 && appid.starts_with("wx") && appid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    const GOOD: &str = r#"
+        [[connections]]
+        identifier = "shop"
+        display_name = "Shop"
+        appid = "wx0123456789abcdef"
+        app_secret = "s3cret-app"
+        backend_secret = "s3cret-backend"
+    "#;
+
+    #[test]
+    fn a_minimal_config_resolves_with_defaults_and_redacts_secrets() {
+        let settings = parse(GOOD).unwrap();
+        let connections = settings.connections().unwrap();
+        let shop = connections.default_connection().unwrap();
+        assert_eq!(shop.identifier, "shop");
+        assert_eq!(shop.session_ttl_secs, 120);
+        let printed = format!("{settings:?} {shop:?}");
+        assert!(!printed.contains("s3cret"), "secrets leak into Debug: {printed}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_fields_are_refused() {
+        assert!(parse(&format!("{GOOD}\nsurprise = 1")).is_err());
+        let bad_appid = GOOD.replace("wx0123456789abcdef", "wx123");
+        assert!(
+            parse(&bad_appid)
+                .unwrap()
+                .connections()
+                .unwrap_err()
+                .0
+                .contains("appid")
+        );
+        let bad_id = GOOD.replace("\"shop\"", "\"Shop!\"");
+        assert!(
+            parse(&bad_id)
+                .unwrap()
+                .connections()
+                .unwrap_err()
+                .0
+                .contains("identifier")
+        );
+        let no_secret = GOOD.replace("app_secret = \"s3cret-app\"", "");
+        assert!(
+            parse(&no_secret)
+                .unwrap()
+                .connections()
+                .unwrap_err()
+                .0
+                .contains("app_secret")
+        );
+    }
+
+    #[test]
+    fn environment_overlays_the_file() {
+        let mut settings = parse(GOOD).unwrap();
+        settings.overlay_env(|name| (name == "QRLOGIN_REDIS_URL").then(|| "redis://x".to_owned()));
+        assert_eq!(settings.redis_url.as_deref(), Some("redis://x"));
+    }
+}

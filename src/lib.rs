@@ -1,0 +1,18 @@
+//! qrlogin-relay: log in to PC websites with WeChat.
+//!
+//! The PC page asks for a [`session::LoginSession`], shows its branded code, and is pushed the
+//! result; the mini-program confirms; the website backend redeems a one-time ticket.
+
+pub mod codes;
+pub mod config;
+pub mod error;
+pub mod id_token;
+pub mod push;
+pub mod routes;
+pub mod sandbox;
+pub mod session;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod token;
+pub mod wechat;

@@ -1,0 +1,143 @@
+//! The hub: browsers waiting on this instance, keyed by session id, fed by the store's event
+//! feed (one subscription per instance). Each waiter holds a `watch` receiver — bounded by
+//! nature, it keeps only the newest state — and deregisters itself when dropped.
+
+use crate::session::SceneId;
+use crate::store::{EventFeed, FeedItem, SessionStore, StoreError, Versioned};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// What a waiter is told: the newest committed record, or `None` after a resync (re-read it).
+type Latest = Option<Versioned>;
+
+#[derive(Default)]
+pub struct Hub {
+    waiters: Mutex<HashMap<SceneId, watch::Sender<Latest>>>,
+}
+
+impl Hub {
+    /// Registers interest in `id`. Register before reading the current state, so a change
+    /// committed in between is not missed.
+    pub fn watch(self: &Arc<Self>, id: &SceneId) -> Waiter {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let receiver = match waiters.get(id) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = watch::channel(None);
+                waiters.insert(id.clone(), sender);
+                receiver
+            }
+        };
+        Waiter {
+            hub: self.clone(),
+            id: id.clone(),
+            receiver,
+        }
+    }
+
+    /// Hands a committed change to whoever waits for that session here.
+    pub fn publish(&self, event: Versioned) {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = waiters.get(&event.session.id) {
+            sender.send_if_modified(|latest| {
+                let newer = latest.as_ref().is_none_or(|l| l.version < event.version);
+                if newer {
+                    *latest = Some(event);
+                }
+                newer
+            });
+        }
+    }
+
+    /// Events may have been lost: every waiter re-reads its session from the store.
+    pub fn resync_all(&self) {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for sender in waiters.values() {
+            sender.send_replace(None);
+        }
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Feeds the hub from the store until the task is dropped.
+    pub async fn run(self: Arc<Self>, mut feed: EventFeed) {
+        loop {
+            match feed.next().await {
+                FeedItem::Changed(event) => self.publish(event),
+                FeedItem::Resync => self.resync_all(),
+            }
+        }
+    }
+}
+
+/// One browser's wait for one session.
+pub struct Waiter {
+    hub: Arc<Hub>,
+    id: SceneId,
+    receiver: watch::Receiver<Latest>,
+}
+
+impl Waiter {
+    /// The next committed state after `current`: a change made anywhere, or, once the
+    /// session's deadline passes, its expiry (stored and published here if nobody did first).
+    pub async fn next_update(
+        &mut self,
+        store: &SessionStore,
+        current: &Versioned,
+    ) -> Result<Option<Versioned>, StoreError> {
+        let seen = current.version;
+        if current.session.ensure_waiting().is_err() {
+            return self.next_change(store, seen).await;
+        }
+        let deadline = tokio::time::sleep(until(current.session.expires_at));
+        tokio::select! {
+            change = self.next_change(store, seen) => change,
+            () = deadline => store.get(&self.id).await,
+        }
+    }
+
+    /// The session's state once it is newer than `seen` (a version), reading the store when the
+    /// hub only knows "something changed". `None` once the session is gone.
+    pub async fn next_change(
+        &mut self,
+        store: &SessionStore,
+        seen: u64,
+    ) -> Result<Option<Versioned>, StoreError> {
+        loop {
+            if self.receiver.changed().await.is_err() {
+                // The hub never drops a sender while a waiter holds its id.
+                return store.get(&self.id).await;
+            }
+            let latest = self.receiver.borrow_and_update().clone();
+            let current = match latest {
+                Some(event) => Some(event),
+                None => store.get(&self.id).await?,
+            };
+            match current {
+                Some(current) if current.version <= seen => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
+/// How long until the wall clock passes `unix_secs` (plus a little, so the second has turned).
+fn until(unix_secs: u64) -> Duration {
+    let target = Duration::from_secs(unix_secs) + Duration::from_millis(20);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    target.saturating_sub(now)
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut waiters = self.hub.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        // Our own receiver still counts here: remove the sender when we are the last one.
+        if waiters.get(&self.id).is_some_and(|s| s.receiver_count() <= 1) {
+            waiters.remove(&self.id);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The mini-program's endpoints (called with `wx.request`): scan, confirm, cancel, and the
+//! connection's logo for the confirm screen.
+
+use super::{AppState, scene_id};
+use crate::error::ApiError;
+use crate::session::{Identity, Ticket, unix_now};
+use crate::token;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use std::io::Cursor;
+
+/// Launch scenes of a code picked from a chat or the album: a forwarded image, the QRLJacking
+/// pattern. Refused unless the connection allows them.
+const FORWARDED_SCAN_SCENES: [u32; 2] = [1048, 1049];
+const LOGO_SIDE: u32 = 128;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/mp/scan", web::post().to(scan))
+        .route("/v1/mp/confirm", web::post().to(confirm))
+        .route("/v1/mp/cancel", web::post().to(cancel))
+        .route("/v1/connections/{identifier}/logo", web::get().to(logo));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanRequest {
+    scene: String,
+    login_code: String,
+    launch_scene: Option<u32>,
+}
+
+async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Result<HttpResponse, ApiError> {
+    let id = scene_id(&body.scene)?;
+    let current = state.session(&id).await?;
+    let connection = state.connection_of(&current.session)?.clone();
+    if body
+        .launch_scene
+        .is_some_and(|s| FORWARDED_SCAN_SCENES.contains(&s))
+        && !connection.allow_forwarded_scans
+    {
+        return Err(ApiError::forbidden(
+            "forwarded_scan_refused",
+            "This code was opened from a forwarded or saved image; scan it from the computer screen.",
+        ));
+    }
+    // Refuse a finished session before spending the person's login code on it.
+    current.session.ensure_waiting()?;
+    let user = state
+        .wechat
+        .code_to_session(&connection.app, &body.login_code)
+        .await?;
+    let identity = Identity {
+        openid: user.openid,
+        unionid: user.unionid,
+        appid: connection.app.appid.clone(),
+        nickname: None,
+        avatar_url: None,
+        phone: None,
+    };
+    let scan_token = token::random_base62(32);
+    let scan_token_hash = token::hash(&scan_token);
+    let (stored, ()) = state
+        .store
+        .update(&id, |s| s.scan(identity.clone(), scan_token_hash.clone()))
+        .await?;
+    state.metrics.scans.inc();
+    let session = &stored.session;
+    Ok(HttpResponse::Ok().json(json!({
+        "scan_token": scan_token,
+        "session": {
+            "connection": connection.identifier,
+            "display_name": connection.display_name,
+            "logo_url": format!("{}/v1/connections/{}/logo", state.public_base_url, connection.identifier),
+            "expires_at": session.expires_at,
+            "client": session.client,
+        }
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmRequest {
+    scene: String,
+    scan_token: String,
+    phone_code: String,
+}
+
+async fn confirm(
+    state: web::Data<AppState>,
+    body: web::Json<ConfirmRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = scene_id(&body.scene)?;
+    let current = state.session(&id).await?;
+    let connection = state.connection_of(&current.session)?.clone();
+    // Only the scanner may confirm: check before asking WeChat for the phone number.
+    let scanner = current.session.check_scanner(&body.scan_token)?;
+    let phone = state
+        .wechat
+        .phone_number(&connection.app, &body.phone_code, &scanner.identity.openid)
+        .await?;
+    let identity = Identity {
+        phone: Some(phone),
+        ..scanner.identity.clone()
+    };
+    let now = unix_now();
+    let ticket = Ticket::issue(&id, now, state.ticket_ttl_secs);
+    state
+        .store
+        .update(&id, |s| {
+            s.confirm(&body.scan_token, identity.clone(), ticket.clone(), now)
+        })
+        .await?;
+    state.metrics.confirmations.inc();
+    Ok(HttpResponse::Ok().json(json!({ "status": "confirmed" })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    scene: String,
+    scan_token: String,
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    body: web::Json<CancelRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = scene_id(&body.scene)?;
+    state
+        .store
+        .update(&id, |s| s.cancel_by_scanner(&body.scan_token, unix_now()))
+        .await?;
+    state.metrics.cancellations.inc();
+    Ok(HttpResponse::Ok().json(json!({ "status": "cancelled" })))
+}
+
+/// The connection's round logo, for the mini-program's confirm screen.
+async fn logo(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let connection = state.connection(Some(&path))?;
+    let badge = connection.logo.badge(LOGO_SIDE);
+    let mut png = Vec::new();
+    badge
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|_| ApiError::internal())?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/png")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(png))
+}

@@ -1,0 +1,116 @@
+//! HTTP handlers, grouped by caller. Each parses, calls the domain, store or WeChat client, and
+//! maps errors; the work lives elsewhere.
+
+pub mod miniprogram;
+pub mod ops;
+pub mod pc;
+pub mod tickets;
+pub mod ws;
+
+use crate::config::{Connection, Connections};
+use crate::error::ApiError;
+use crate::push::Hub;
+use crate::session::{ClientInfo, LoginSession, SceneId};
+use crate::store::SessionStore;
+use crate::wechat::WeChatClient;
+use actix_web::{HttpRequest, web};
+use ops::Metrics;
+use std::sync::Arc;
+
+/// Everything a handler may use, built once at start and shared through `web::Data`.
+pub struct AppState {
+    pub connections: Connections,
+    pub store: SessionStore,
+    pub wechat: WeChatClient,
+    pub hub: Arc<Hub>,
+    /// Where browsers and phones reach this relay, without a trailing `/`.
+    pub public_base_url: String,
+    pub ticket_ttl_secs: u64,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// The connection a PC page names, or the default one.
+    pub fn connection(&self, identifier: Option<&str>) -> Result<&Arc<Connection>, ApiError> {
+        let found = match identifier {
+            Some(id) => self.connections.get(id),
+            None => self.connections.default_connection(),
+        };
+        found.ok_or_else(|| ApiError::not_found("unknown_connection", "No connection has this identifier."))
+    }
+
+    /// The connection a stored session belongs to.
+    pub fn connection_of(&self, session: &LoginSession) -> Result<&Arc<Connection>, ApiError> {
+        self.connections.get(&session.connection).ok_or_else(|| {
+            ApiError::gone(
+                "connection_removed",
+                "The connection of this login session is no longer configured.",
+            )
+        })
+    }
+
+    /// Reads a session by the id a client gave.
+    pub async fn session(&self, id: &SceneId) -> Result<crate::store::Versioned, ApiError> {
+        self.store.get(id).await?.ok_or_else(ApiError::session_not_found)
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    pc::configure(cfg);
+    ws::configure(cfg);
+    miniprogram::configure(cfg);
+    tickets::configure(cfg);
+    ops::configure(cfg);
+}
+
+/// A session id from the path; a malformed one is simply not found.
+pub fn scene_id(raw: &str) -> Result<SceneId, ApiError> {
+    SceneId::parse(raw).ok_or_else(ApiError::session_not_found)
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("missing_credentials", "Send Authorization: Bearer <secret>."))
+}
+
+/// Checks the browser secret in constant time.
+pub fn authorize_browser(session: &LoginSession, secret: &str) -> Result<(), ApiError> {
+    if session.verify_secret(secret) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "invalid_secret",
+            "This secret does not open this login session.",
+        ))
+    }
+}
+
+/// The requesting client as the confirm screen shows it. The peer address is used (not
+/// `X-Forwarded-For`, which any client can write).
+pub fn client_info(req: &HttpRequest) -> ClientInfo {
+    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect();
+    ClientInfo { ip, user_agent }
+}
+
+/// Parses a JSON body that may be empty (then `T::default()`).
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("The JSON body is not valid: {e}")))
+}

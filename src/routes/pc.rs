@@ -1,0 +1,186 @@
+//! The PC browser's endpoints: start a session, show its code, read (or long-poll) it, cancel it.
+
+use super::{AppState, authorize_browser, bearer, client_info, optional_json, scene_id};
+use crate::codes::BrandedCode;
+use crate::error::ApiError;
+use crate::session::{LoginSession, Status, unix_now};
+use crate::wechat::CodeRequest;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+/// The longest a long-poll waits.
+const MAX_WAIT_SECS: u64 = 30;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/login-sessions", web::post().to(create))
+        .route("/v1/login-sessions/{id}", web::get().to(read))
+        .route("/v1/login-sessions/{id}", web::delete().to(cancel))
+        .route("/v1/login-sessions/{id}/code", web::get().to(code));
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    connection: Option<String>,
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let request: CreateRequest = optional_json(&body)?;
+    let connection = state.connection(request.connection.as_deref())?.clone();
+    let now = unix_now();
+    let (session, secret) = LoginSession::start(
+        &connection.identifier,
+        client_info(&req),
+        now,
+        connection.session_ttl_secs,
+    );
+    let id = session.id.clone();
+
+    let code_request = CodeRequest {
+        scene: id.as_str(),
+        page: connection.page.as_deref(),
+        check_path: connection.check_path,
+        env_version: &connection.env_version,
+        width: connection.code_width,
+    };
+    let sun_code = state
+        .wechat
+        .unlimited_code(&connection.app, &code_request)
+        .await?;
+    let logo = connection.logo.clone();
+    // Image work is CPU-bound: keep it off the async workers.
+    let branded = web::block(move || BrandedCode::from_sun_code(&sun_code, &logo))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot brand the code");
+            ApiError::new(
+                actix_web::http::StatusCode::BAD_GATEWAY,
+                "code_unavailable",
+                "The login code could not be made; retry.",
+            )
+        })?;
+    state
+        .store
+        .put_code(&id, &branded.png, connection.session_ttl_secs)
+        .await?;
+    state.store.insert(&session).await?;
+    state.metrics.sessions_created.inc();
+
+    let base = &state.public_base_url;
+    let ws_base = base.replacen("http", "ws", 1);
+    Ok(HttpResponse::Created().json(json!({
+        "id": id,
+        "secret": secret,
+        "status": Status::Pending,
+        "connection": connection.identifier,
+        "expires_at": session.expires_at,
+        "expires_in": connection.session_ttl_secs,
+        "code_url": format!("{base}/v1/login-sessions/{id}/code"),
+        "ws_url": format!("{ws_base}/v1/login-sessions/{id}/ws"),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    wait: Option<u64>,
+    status: Option<String>,
+}
+
+/// `GET /v1/login-sessions/{id}`, optionally long-polling: with `?wait=N` it answers as soon
+/// as the status differs from `?status=` (or from the current one), or after N seconds.
+async fn read(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = scene_id(&path)?;
+    let secret = bearer(&req)?;
+    let known = match query.status.as_deref() {
+        Some(raw) => Some(Status::parse(raw).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_status",
+                "status must be pending, scanned, confirmed, redeemed, cancelled or expired",
+            )
+        })?),
+        None => None,
+    };
+    // Watch before reading, so a change in between is not missed.
+    let mut waiter = state.hub.watch(&id);
+    let mut current = state.session(&id).await?;
+    authorize_browser(&current.session, secret)?;
+
+    let baseline = known.unwrap_or(current.session.status);
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let deadline = tokio::time::Instant::now() + wait;
+    while current.session.status == baseline && !wait.is_zero() {
+        match tokio::time::timeout_at(deadline, waiter.next_update(&state.store, &current)).await {
+            Ok(Ok(Some(next))) => current = next,
+            Ok(Ok(None)) => return Err(ApiError::session_not_found()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(HttpResponse::Ok().json(current.session.browser_view()))
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = scene_id(&path)?;
+    let secret = bearer(&req)?;
+    let current = state.session(&id).await?;
+    authorize_browser(&current.session, secret)?;
+    let (stored, ()) = state
+        .store
+        .update(&id, |s| s.cancel_by_browser(unix_now()))
+        .await?;
+    Ok(HttpResponse::Ok().json(stored.session.browser_view()))
+}
+
+/// The branded code: public (the id is in it anyway), cacheable until the session expires.
+async fn code(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = scene_id(&path)?;
+    let current = state.session(&id).await?;
+    current.session.ensure_waiting()?;
+    let png = state
+        .store
+        .get_code(&id)
+        .await?
+        .ok_or_else(ApiError::session_not_found)?;
+    let etag = format!("\"{id}\"");
+    let max_age = current.session.expires_at.saturating_sub(unix_now());
+    let cache = format!("private, max-age={max_age}");
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str());
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache));
+    if not_modified {
+        return Ok(response.finish());
+    }
+    Ok(response.content_type("image/png").body(png))
+}

@@ -1,0 +1,69 @@
+//! `POST /v1/tickets/redeem`: the website backend trades the browser's one-time ticket for the
+//! verified identity and an ID token.
+
+use super::{AppState, bearer};
+use crate::error::ApiError;
+use crate::id_token::{self, IdTokenClaims};
+use crate::session::{Ticket, unix_now};
+use crate::token;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/tickets/redeem", web::post().to(redeem));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeemRequest {
+    ticket: String,
+}
+
+async fn redeem(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<RedeemRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let credential = bearer(&req)?;
+    let invalid = || ApiError::bad_request("invalid_ticket", "This ticket is not valid.");
+    let id = Ticket::session_of(&body.ticket).ok_or_else(invalid)?;
+    let current = state.store.get(&id).await?.ok_or_else(invalid)?;
+    let connection = state.connection_of(&current.session)?.clone();
+    if !token::constant_time_eq(
+        credential.as_bytes(),
+        connection.backend_secret.expose().as_bytes(),
+    ) {
+        return Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "These backend credentials do not belong to this ticket's connection.",
+        ));
+    }
+    let now = unix_now();
+    let (_, identity) = state.store.update(&id, |s| s.redeem(&body.ticket, now)).await?;
+    state.metrics.redemptions.inc();
+
+    let claims = IdTokenClaims {
+        issuer: &state.public_base_url,
+        connection: &connection.identifier,
+        identity: &identity,
+        session_id: id.as_str(),
+        now,
+    };
+    let id_token = id_token::sign(&claims, connection.backend_secret.expose().as_bytes());
+    let phone = identity.phone.as_ref();
+    Ok(HttpResponse::Ok().json(json!({
+        "user": {
+            "openid": identity.openid,
+            "unionid": identity.unionid,
+            "phone_number": phone.map(|p| &p.phone_number),
+            "pure_phone_number": phone.map(|p| &p.pure_phone_number),
+            "country_code": phone.map(|p| &p.country_code),
+            "nickname": identity.nickname,
+            "avatar_url": identity.avatar_url,
+            "appid": identity.appid,
+            "connection": connection.identifier,
+        },
+        "id_token": id_token,
+    })))
+}

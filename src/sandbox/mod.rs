@@ -1,0 +1,620 @@
+//! The WeChat simulator: WeChat's server API with its real wire format (HTTP 200 with
+//! `errcode` bodies, single-use five-minute codes, stable-token rotation, scene/page/width
+//! checks, sun-code images), plus `/_sim/*` control endpoints that mint what a phone would get.
+//! It is the newcomer's sandbox and what the tests talk to; it keeps its state in memory.
+
+mod sun_code;
+
+use crate::config::is_valid_appid;
+use crate::token;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::io::Cursor;
+use std::sync::{Mutex, MutexGuard};
+
+/// The sandbox mini-program, built in.
+pub const SANDBOX_APPID: &str = "wxa5d0b0c0ffee0001";
+pub const SANDBOX_APP_SECRET: &str = "5a4db0c0ffee0001sandbox0secret00";
+/// The Open Platform account the sandbox apps are bound to (so they get unionids).
+const SANDBOX_OPEN_ACCOUNT: &str = "sandbox-open-platform";
+/// The published pages of the sandbox mini-program (`miniprogram-contract/`'s app.json).
+pub const SANDBOX_PAGES: [&str; 2] = ["pages/login/login", "pages/index/index"];
+
+const CODE_TTL_SECS: u64 = 300;
+/// How long a replaced token keeps working, as WeChat promises.
+const TOKEN_OVERLAP_SECS: u64 = 300;
+const FORCED_REFRESHES_PER_DAY: u32 = 20;
+const FORCED_REFRESH_SPACING_SECS: u64 = 30;
+
+struct SimApp {
+    secret: String,
+    open_account: Option<String>,
+    /// Published pages; `None` accepts any page (apps registered on first use).
+    pages: Option<Vec<String>>,
+}
+
+#[derive(Default)]
+struct StableTokens {
+    current: Option<(String, u64)>,
+    last_forced: Option<u64>,
+    forced_today: u32,
+}
+
+enum GrantKind {
+    Login,
+    Phone(String),
+}
+
+struct Grant {
+    appid: String,
+    user: String,
+    kind: GrantKind,
+    expires_at: u64,
+    used: bool,
+}
+
+#[derive(Default)]
+struct SimState {
+    apps: HashMap<String, SimApp>,
+    stable: HashMap<String, StableTokens>,
+    /// Every token that works, with its app and the time it stops working.
+    tokens: HashMap<String, (String, u64)>,
+    grants: HashMap<String, Grant>,
+    failures: HashMap<String, VecDeque<i64>>,
+    calls: HashMap<String, u64>,
+}
+
+/// The simulator's state. One per simulator; share it through `web::Data`.
+pub struct Simulator {
+    state: Mutex<SimState>,
+    token_ttl_secs: u64,
+}
+
+impl Default for Simulator {
+    fn default() -> Self {
+        Self::new(7200)
+    }
+}
+
+/// A WeChat-style failure: `errcode` and the start of `errmsg`.
+type SimError = (i64, &'static str);
+
+impl Simulator {
+    pub fn new(token_ttl_secs: u64) -> Self {
+        let mut state = SimState::default();
+        state.apps.insert(
+            SANDBOX_APPID.to_owned(),
+            SimApp {
+                secret: SANDBOX_APP_SECRET.to_owned(),
+                open_account: Some(SANDBOX_OPEN_ACCOUNT.to_owned()),
+                pages: Some(SANDBOX_PAGES.iter().map(|p| (*p).to_owned()).collect()),
+            },
+        );
+        Self {
+            state: Mutex::new(state),
+            token_ttl_secs,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts the call and consumes an injected failure for `api`, if one is queued.
+    fn enter(&self, api: &str) -> Result<(), SimError> {
+        let mut state = self.state();
+        *state.calls.entry(api.to_owned()).or_default() += 1;
+        match state.failures.get_mut(api).and_then(VecDeque::pop_front) {
+            Some(errcode) => Err((errcode, "injected failure")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl SimState {
+    /// WeChat's app check: a known app needs its secret; a new well-formed AppID is registered
+    /// with the secret of its first request.
+    fn authenticate(&mut self, appid: &str, secret: &str) -> Result<(), SimError> {
+        if appid.is_empty() {
+            return Err((41002, "appid missing"));
+        }
+        if !is_valid_appid(appid) {
+            return Err((40013, "invalid appid"));
+        }
+        if secret.is_empty() {
+            return Err((41004, "appsecret missing"));
+        }
+        let app = self.apps.entry(appid.to_owned()).or_insert_with(|| SimApp {
+            secret: secret.to_owned(),
+            open_account: None,
+            pages: None,
+        });
+        if token::constant_time_eq(app.secret.as_bytes(), secret.as_bytes()) {
+            Ok(())
+        } else {
+            Err((40125, "invalid appsecret"))
+        }
+    }
+
+    fn app_of_token(&self, token: Option<&str>, now: u64) -> Result<String, SimError> {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or((41001, "access_token missing"))?;
+        match self.tokens.get(token) {
+            Some((appid, until)) if *until > now => Ok(appid.clone()),
+            _ => Err((40001, "invalid credential, access_token is invalid or not latest")),
+        }
+    }
+
+    fn issue_token(&mut self, appid: &str, ttl: u64, now: u64) -> (String, u64) {
+        let token = format!("{}_{}", now % 100, token::random_base62(120));
+        self.tokens.insert(token.clone(), (appid.to_owned(), now + ttl));
+        (token, now + ttl)
+    }
+
+    fn redeem_grant(
+        &mut self,
+        code: &str,
+        appid: &str,
+        login: bool,
+        now: u64,
+    ) -> Result<(String, Option<String>), SimError> {
+        let grant = self.grants.get_mut(code).ok_or((40029, "invalid code"))?;
+        let kind_ok = matches!(grant.kind, GrantKind::Login) == login;
+        if !kind_ok || now >= grant.expires_at {
+            return Err((40029, "invalid code"));
+        }
+        if grant.appid != appid {
+            return Err(if login {
+                (40029, "invalid code")
+            } else {
+                (40013, "invalid appid")
+            });
+        }
+        if grant.used {
+            return Err(if login {
+                (40163, "code been used")
+            } else {
+                (40029, "invalid code")
+            });
+        }
+        grant.used = true;
+        let phone = match &grant.kind {
+            GrantKind::Phone(p) => Some(p.clone()),
+            GrantKind::Login => None,
+        };
+        Ok((grant.user.clone(), phone))
+    }
+
+    fn identity(&self, appid: &str, user: &str) -> (String, Option<String>) {
+        let openid = derive_id(&format!("openid:{appid}:{user}"));
+        let unionid = self
+            .apps
+            .get(appid)
+            .and_then(|a| a.open_account.as_ref())
+            .map(|account| derive_id(&format!("unionid:{account}:{user}")));
+        (openid, unionid)
+    }
+}
+
+/// A stable 28-character id, shaped like WeChat's openids.
+fn derive_id(seed: &str) -> String {
+    let digest = Sha256::digest(seed.as_bytes());
+    format!("o{}", &URL_SAFE_NO_PAD.encode(digest)[..27])
+}
+
+fn now() -> u64 {
+    crate::session::unix_now()
+}
+
+fn rid() -> String {
+    let hex = |n: usize| token::hash(&token::random_base62(8))[..n].to_owned();
+    format!("{}-{}-{}", hex(8), hex(8), hex(8))
+}
+
+/// WeChat's JSON answer: always HTTP 200.
+fn wechat_json(body: Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json; encoding=utf-8")
+        .body(body.to_string())
+}
+
+fn wechat_error((errcode, errmsg): SimError) -> HttpResponse {
+    wechat_json(json!({ "errcode": errcode, "errmsg": format!("{errmsg} rid: {}", rid()) }))
+}
+
+fn respond(result: Result<Value, SimError>) -> HttpResponse {
+    result.map_or_else(wechat_error, wechat_json)
+}
+
+fn query(req: &HttpRequest) -> HashMap<String, String> {
+    web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .unwrap_or_default()
+}
+
+fn json_body(body: &[u8]) -> Result<Value, SimError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        _ => Err((47001, "data format error")),
+    }
+}
+
+fn str_field<'a>(body: &'a Value, name: &str) -> &'a str {
+    body.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Mounts the simulator's routes (WeChat's paths, plus `/_sim/*`) on `cfg`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/cgi-bin/token", web::get().to(plain_token))
+        .route("/cgi-bin/stable_token", web::post().to(stable_token))
+        .route("/wxa/getwxacodeunlimit", web::post().to(unlimited_code))
+        .route("/sns/jscode2session", web::get().to(code_to_session))
+        .route("/wxa/business/getuserphonenumber", web::post().to(phone_number))
+        .route("/_sim/login-code", web::post().to(mint_login_code))
+        .route("/_sim/phone-code", web::post().to(mint_phone_code))
+        .route("/_sim/fail-next", web::post().to(fail_next))
+        .route("/_sim/revoke-tokens", web::post().to(revoke_tokens))
+        .route("/_sim/stats", web::get().to(stats));
+}
+
+/// GET /cgi-bin/token: a new token each call; the previous one keeps working five minutes.
+async fn plain_token(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
+    let q = query(&req);
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+    respond(sim.enter("token").and_then(|_| {
+        if get("grant_type") != "client_credential" {
+            return Err((40002, "invalid grant_type"));
+        }
+        let mut state = sim.state();
+        state.authenticate(get("appid"), get("secret"))?;
+        let now = now();
+        let appid = get("appid");
+        for (_, (owner, until)) in state.tokens.iter_mut() {
+            if owner == appid {
+                *until = (*until).min(now + TOKEN_OVERLAP_SECS);
+            }
+        }
+        let (token, _) = state.issue_token(appid, sim.token_ttl_secs, now);
+        Ok(json!({ "access_token": token, "expires_in": sim.token_ttl_secs }))
+    }))
+}
+
+/// POST /cgi-bin/stable_token: the same token until five minutes before it lapses;
+/// `force_refresh` rotates it at once, at most 20 times a day and 30 s apart.
+async fn stable_token(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    respond(sim.enter("stable_token").and_then(|_| {
+        let body = json_body(&body)?;
+        if str_field(&body, "grant_type") != "client_credential" {
+            return Err((40002, "invalid grant_type"));
+        }
+        let appid = str_field(&body, "appid");
+        let force = match body.get("force_refresh") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err((47001, "data format error")),
+        };
+        let mut guard = sim.state();
+        let state = &mut *guard;
+        state.authenticate(appid, str_field(&body, "secret"))?;
+        let now = now();
+        let slot = state.stable.entry(appid.to_owned()).or_default();
+        let forced_ok = force
+            && slot.forced_today < FORCED_REFRESHES_PER_DAY
+            && slot
+                .last_forced
+                .is_none_or(|t| now >= t + FORCED_REFRESH_SPACING_SECS);
+        let current = slot
+            .current
+            .clone()
+            .filter(|(_, until)| *until > now + TOKEN_OVERLAP_SECS);
+        let (token, until) = match current {
+            Some(current) if !forced_ok => current,
+            previous => {
+                if forced_ok {
+                    slot.last_forced = Some(now);
+                    slot.forced_today += 1;
+                    if let Some((old, _)) = previous {
+                        state.tokens.remove(&old);
+                    }
+                }
+                let issued = state.issue_token(appid, sim.token_ttl_secs, now);
+                state.stable.entry(appid.to_owned()).or_default().current = Some(issued.clone());
+                issued
+            }
+        };
+        Ok(json!({ "access_token": token, "expires_in": until - now }))
+    }))
+}
+
+#[derive(Deserialize)]
+struct CodeBody {
+    scene: Option<Value>,
+    page: Option<String>,
+    check_path: Option<bool>,
+    env_version: Option<String>,
+    width: Option<u32>,
+    is_hyaline: Option<bool>,
+    line_color: Option<HashMap<String, Value>>,
+}
+
+const SCENE_PUNCTUATION: &str = "!#$&'()*+,/:;=?@-._~";
+
+fn check_code_request(state: &SimState, appid: &str, body: &CodeBody) -> Result<String, SimError> {
+    let scene = match &body.scene {
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 32 => s.clone(),
+        _ => return Err((40169, "invalid length for scene, or the data is not json string")),
+    };
+    if !scene
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || SCENE_PUNCTUATION.contains(c))
+    {
+        return Err((40129, "invalid scene"));
+    }
+    if let Some(page) = &body.page {
+        if page.contains("scancode_time") {
+            return Err((85096, "not allow include scancode_time field"));
+        }
+        if page.starts_with('/') || page.contains('?') {
+            return Err((41030, "invalid page"));
+        }
+        let published = state.apps.get(appid).and_then(|a| a.pages.as_ref());
+        if body.check_path != Some(false) && published.is_some_and(|pages| !pages.iter().any(|p| p == page)) {
+            return Err((41030, "invalid page"));
+        }
+    }
+    if !matches!(
+        body.env_version.as_deref(),
+        None | Some("release" | "trial" | "develop")
+    ) {
+        return Err((40097, "invalid args"));
+    }
+    Ok(scene)
+}
+
+fn colour(line: &Option<HashMap<String, Value>>) -> [u8; 3] {
+    let channel = |name: &str| {
+        let value = line.as_ref().and_then(|l| l.get(name));
+        let n = match value {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        n.unwrap_or(0).min(255) as u8
+    };
+    [channel("r"), channel("g"), channel("b")]
+}
+
+/// POST /wxa/getwxacodeunlimit: the image bytes (PNG, labelled image/jpeg as WeChat does), or
+/// a JSON error.
+async fn unlimited_code(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let checked = sim.enter("getwxacodeunlimit").and_then(|_| {
+        let state = sim.state();
+        let appid = state.app_of_token(query(&req).get("access_token").map(String::as_str), now())?;
+        let body: CodeBody = serde_json::from_slice(&body).map_err(|_| (47001, "data format error"))?;
+        let scene = check_code_request(&state, &appid, &body)?;
+        Ok((scene, body))
+    });
+    let (scene, body) = match checked {
+        Ok(ok) => ok,
+        Err(e) => return wechat_error(e),
+    };
+    let width = body.width.unwrap_or(430).clamp(280, 1280);
+    let image = sun_code::draw(
+        &scene,
+        width,
+        body.is_hyaline.unwrap_or(false),
+        colour(&body.line_color),
+    );
+    let mut png = Vec::new();
+    if image
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .is_err()
+    {
+        return wechat_error((-1, "system error"));
+    }
+    HttpResponse::Ok().content_type("image/jpeg").body(png)
+}
+
+/// GET /sns/jscode2session
+async fn code_to_session(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
+    let q = query(&req);
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+    respond(sim.enter("jscode2session").and_then(|_| {
+        if get("grant_type") != "authorization_code" {
+            return Err((40002, "invalid grant_type"));
+        }
+        let mut state = sim.state();
+        state.authenticate(get("appid"), get("secret"))?;
+        let (user, _) = state.redeem_grant(get("js_code"), get("appid"), true, now())?;
+        let (openid, unionid) = state.identity(get("appid"), &user);
+        let session_key = STANDARD.encode(&Sha256::digest(token::random_base62(16).as_bytes())[..16]);
+        let mut answer = json!({ "openid": openid, "session_key": session_key });
+        if let Some(unionid) = unionid {
+            answer["unionid"] = json!(unionid);
+        }
+        Ok(answer)
+    }))
+}
+
+/// POST /wxa/business/getuserphonenumber
+async fn phone_number(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    respond(sim.enter("getuserphonenumber").and_then(|_| {
+        let mut state = sim.state();
+        let appid = state.app_of_token(query(&req).get("access_token").map(String::as_str), now())?;
+        let body = json_body(&body)?;
+        let (user, phone) = state.redeem_grant(str_field(&body, "code"), &appid, false, now())?;
+        let (openid, _) = state.identity(&appid, &user);
+        if body.get("openid").is_some() && str_field(&body, "openid") != openid {
+            return Err((40003, "invalid openid"));
+        }
+        let phone = phone.unwrap_or_default();
+        Ok(json!({
+            "errcode": 0,
+            "errmsg": "ok",
+            "phone_info": {
+                "phoneNumber": phone,
+                "purePhoneNumber": phone,
+                "countryCode": "86",
+                "watermark": { "timestamp": now(), "appid": appid },
+            }
+        }))
+    }))
+}
+
+fn control_error(message: &str) -> HttpResponse {
+    HttpResponse::build(StatusCode::BAD_REQUEST)
+        .json(json!({ "error": "invalid_request", "message": message }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintRequest {
+    appid: Option<String>,
+    user: String,
+    phone: Option<String>,
+}
+
+fn mint(sim: &Simulator, body: &[u8], login: bool) -> HttpResponse {
+    let request: MintRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return control_error(&format!("expected {{\"appid\"?, \"user\", \"phone\"?}}: {e}")),
+    };
+    let appid = request.appid.unwrap_or_else(|| SANDBOX_APPID.to_owned());
+    if !is_valid_appid(&appid) || request.user.is_empty() || request.user.len() > 128 {
+        return control_error("appid must be wx + 16 hex digits and user 1-128 characters");
+    }
+    let kind = if login {
+        GrantKind::Login
+    } else {
+        let phone = request.phone.unwrap_or_else(|| {
+            let digits: String = token::hash(&request.user)
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .take(8)
+                .map(char::from)
+                .collect();
+            format!("138{digits:0<8}")
+        });
+        if !(5..=15).contains(&phone.len()) || !phone.bytes().all(|b| b.is_ascii_digit()) {
+            return control_error("phone must be 5-15 digits");
+        }
+        GrantKind::Phone(phone)
+    };
+    let code = if login {
+        token::random_base62(32)
+    } else {
+        token::hash(&token::random_base62(32))
+    };
+    let grant = Grant {
+        appid,
+        user: request.user,
+        kind,
+        expires_at: now() + CODE_TTL_SECS,
+        used: false,
+    };
+    sim.state().grants.insert(code.clone(), grant);
+    HttpResponse::Ok().json(json!({ "code": code }))
+}
+
+/// POST /_sim/login-code {"appid"?, "user"}: what `wx.login` gives the mini-program.
+async fn mint_login_code(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    mint(&sim, &body, true)
+}
+
+/// POST /_sim/phone-code {"appid"?, "user", "phone"?}: what the phone-number button gives.
+async fn mint_phone_code(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    mint(&sim, &body, false)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailNext {
+    api: String,
+    errcode: i64,
+    #[serde(default = "one")]
+    times: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// POST /_sim/fail-next {"api", "errcode", "times"?}: the next calls of `api` (token,
+/// stable_token, getwxacodeunlimit, jscode2session, getuserphonenumber) fail with `errcode`.
+async fn fail_next(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    let Ok(request) = serde_json::from_slice::<FailNext>(&body) else {
+        return control_error("expected {\"api\", \"errcode\", \"times\"?}");
+    };
+    let mut state = sim.state();
+    state
+        .failures
+        .entry(request.api)
+        .or_default()
+        .extend(std::iter::repeat_n(request.errcode, request.times.min(1000)));
+    HttpResponse::Ok().json(json!({ "ok": true }))
+}
+
+/// POST /_sim/revoke-tokens {"appid"}: every token of the app stops working (40001), while
+/// `stable_token` still hands out the current one, as happens when WeChat retires it early.
+async fn revoke_tokens(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
+    let appid = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("appid")?.as_str().map(str::to_owned));
+    let Some(appid) = appid else {
+        return control_error("expected {\"appid\"}");
+    };
+    let mut state = sim.state();
+    state.tokens.retain(|_, (owner, _)| *owner != appid);
+    HttpResponse::Ok().json(json!({ "ok": true }))
+}
+
+/// GET /_sim/stats: calls per API, for checking what the relay asked of WeChat.
+async fn stats(sim: web::Data<Simulator>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "calls": sim.state().calls }))
+}
+
+/// The sandbox's settings: the relay with a `default` connection on the sandbox mini-program,
+/// the simulator mounted on the same listener unless `wechat_api_base` points elsewhere.
+pub fn sandbox_settings(
+    listen: String,
+    redis_url: Option<String>,
+    wechat_api_base: Option<String>,
+    backend_secret: String,
+) -> crate::config::Settings {
+    use crate::config::{ConnectionSettings, Secret, Settings};
+    Settings {
+        listen,
+        public_base_url: None,
+        redis_url,
+        key_prefix: "qrlogin:".into(),
+        mount_simulator: wechat_api_base.is_none(),
+        wechat_api_base: wechat_api_base.unwrap_or_default(),
+        default_connection: Some("default".into()),
+        ticket_ttl_secs: 60,
+        linger_secs: 300,
+        connections: vec![ConnectionSettings {
+            identifier: "default".into(),
+            display_name: "Sandbox Mini Program".into(),
+            appid: SANDBOX_APPID.into(),
+            app_secret: Some(Secret::new(SANDBOX_APP_SECRET)),
+            app_secret_file: None,
+            backend_secret: Some(Secret::new(backend_secret)),
+            backend_secret_file: None,
+            logo: None,
+            page: Some(SANDBOX_PAGES[0].into()),
+            env_version: "release".into(),
+            check_path: true,
+            code_width: 430,
+            session_ttl_secs: 120,
+            allowed_origins: Vec::new(),
+            allow_forwarded_scans: false,
+        }],
+    }
+}

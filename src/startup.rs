@@ -1,0 +1,160 @@
+//! Builds the runnable server from settings and a bound listener (port 0 works, for tests).
+
+use crate::config::{ConfigError, Settings};
+use crate::error;
+use crate::push::Hub;
+use crate::routes::{self, AppState, ops::Metrics};
+use crate::sandbox::{self, Simulator};
+use crate::store::{SessionStore, StoreError};
+use crate::wechat::WeChatClient;
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use std::fmt;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// Request bodies above this are refused (413): every body we accept is a small JSON object.
+const BODY_LIMIT: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub enum StartupError {
+    Config(ConfigError),
+    Store(StoreError),
+    Io(std::io::Error),
+    WeChat(String),
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartupError::Config(e) => write!(f, "{e}"),
+            StartupError::Store(e) => write!(f, "{e}"),
+            StartupError::Io(e) => write!(f, "{e}"),
+            StartupError::WeChat(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+impl From<std::io::Error> for StartupError {
+    fn from(e: std::io::Error) -> Self {
+        StartupError::Io(e)
+    }
+}
+
+pub struct Application {
+    port: u16,
+    public_base_url: String,
+    server: Server,
+    feed: tokio::task::JoinHandle<()>,
+}
+
+/// Error handlers shared by the relay and the standalone simulator: every extractor failure
+/// and unknown route answers with the JSON error body.
+pub fn json_errors(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(BODY_LIMIT)
+            .error_handler(|e, _| error::json_error(e).into()),
+    )
+    .app_data(web::PayloadConfig::default().limit(BODY_LIMIT))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| error::query_error(e).into()))
+    .app_data(web::PathConfig::default().error_handler(|e, _| error::path_error(e).into()));
+}
+
+impl Application {
+    pub async fn build(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
+        let connections = settings.connections().map_err(StartupError::Config)?;
+        let local = listener.local_addr()?;
+        let port = local.port();
+        let public_base_url = settings
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let store = match &settings.redis_url {
+            Some(url) => SessionStore::redis(url, &settings.key_prefix, settings.linger_secs)
+                .await
+                .map_err(StartupError::Store)?,
+            None => SessionStore::memory(settings.linger_secs),
+        };
+        let wechat_base = if settings.mount_simulator {
+            format!("http://{local}/sandbox/wechat")
+        } else {
+            settings.wechat_api_base.clone()
+        };
+        let wechat = WeChatClient::new(&wechat_base, store.clone())
+            .map_err(|e| StartupError::WeChat(e.to_string()))?;
+
+        // Subscribe before serving: every change committed from now on reaches the hub.
+        let hub = Arc::new(Hub::default());
+        let feed = store.subscribe().await.map_err(StartupError::Store)?;
+        let feed = tokio::spawn(hub.clone().run(feed));
+
+        let state = web::Data::new(AppState {
+            connections,
+            store,
+            wechat,
+            hub,
+            public_base_url: public_base_url.clone(),
+            ticket_ttl_secs: settings.ticket_ttl_secs,
+            metrics: Metrics::default(),
+        });
+        let simulator = settings
+            .mount_simulator
+            .then(|| web::Data::new(Simulator::default()));
+        let server = HttpServer::new(move || {
+            let mut app = App::new()
+                .app_data(state.clone())
+                .configure(json_errors)
+                .configure(routes::configure);
+            if let Some(simulator) = &simulator {
+                app = app.service(
+                    web::scope("/sandbox/wechat")
+                        .app_data(simulator.clone())
+                        .configure(sandbox::configure),
+                );
+            }
+            app.default_service(web::to(error::not_found))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            public_base_url,
+            server,
+            feed,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn public_base_url(&self) -> &str {
+        &self.public_base_url
+    }
+
+    /// Serves until the server stops (Ctrl-C or SIGTERM), then stops the event feed.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.feed.abort();
+        result
+    }
+}
+
+/// The WeChat simulator alone, on its own listener.
+pub fn simulator_server(listener: TcpListener) -> std::io::Result<Server> {
+    let simulator = web::Data::new(Simulator::default());
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(simulator.clone())
+            .configure(json_errors)
+            .configure(sandbox::configure)
+            .default_service(web::to(error::not_found))
+    })
+    .listen(listener)?
+    .run())
+}

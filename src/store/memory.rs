@@ -1,0 +1,170 @@
+//! The in-process store: a map under a mutex (compare-and-set is a version check while the
+//! lock is held) and a broadcast channel for events.
+
+use super::{FeedItem, StoreError, Versioned};
+use crate::session::{LoginSession, SceneId, unix_now};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::broadcast;
+
+const EVENT_BUFFER: usize = 4096;
+const SWEEP_EVERY_SECS: u64 = 10;
+
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    events: broadcast::Sender<Versioned>,
+    linger_secs: u64,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<SceneId, (Versioned, u64)>,
+    values: HashMap<String, (Vec<u8>, u64)>,
+    last_sweep: u64,
+}
+
+impl State {
+    /// Drops records past their keep-until time, at most every few seconds.
+    fn sweep(&mut self, now: u64) {
+        if now < self.last_sweep + SWEEP_EVERY_SECS {
+            return;
+        }
+        self.last_sweep = now;
+        self.sessions.retain(|_, (_, keep_until)| *keep_until > now);
+        self.values.retain(|_, (_, keep_until)| *keep_until > now);
+    }
+}
+
+impl MemoryStore {
+    pub fn new(linger_secs: u64) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::default(),
+                events,
+                linger_secs,
+            }),
+        }
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.inner
+            .state
+            .lock()
+            .map_err(|_| StoreError("memory store lock poisoned".into()))
+    }
+
+    pub async fn insert(&self, session: &LoginSession) -> Result<(), StoreError> {
+        let now = unix_now();
+        let mut state = self.state()?;
+        state.sweep(now);
+        if state.sessions.contains_key(&session.id) {
+            return Err(StoreError("session id already exists".into()));
+        }
+        let versioned = Versioned {
+            version: 0,
+            session: session.clone(),
+        };
+        state.sessions.insert(
+            session.id.clone(),
+            (versioned, session.keep_until(self.inner.linger_secs)),
+        );
+        Ok(())
+    }
+
+    pub async fn load(&self, id: &SceneId) -> Result<Option<Versioned>, StoreError> {
+        let now = unix_now();
+        let state = self.state()?;
+        Ok(state
+            .sessions
+            .get(id)
+            .filter(|(_, keep)| *keep > now)
+            .map(|(v, _)| v.clone()))
+    }
+
+    pub async fn compare_and_set(
+        &self,
+        expected: u64,
+        session: &LoginSession,
+    ) -> Result<Option<Versioned>, StoreError> {
+        let mut state = self.state()?;
+        let Some((current, keep_until)) = state.sessions.get_mut(&session.id) else {
+            return Ok(None);
+        };
+        if current.version != expected {
+            return Ok(None);
+        }
+        *current = Versioned {
+            version: expected + 1,
+            session: session.clone(),
+        };
+        *keep_until = session.keep_until(self.inner.linger_secs);
+        let stored = current.clone();
+        drop(state);
+        // No receiver (nobody waiting anywhere) is not an error.
+        let _ = self.inner.events.send(stored.clone());
+        Ok(Some(stored))
+    }
+
+    pub async fn put_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        let now = unix_now();
+        self.state()?
+            .values
+            .insert(key.to_owned(), (value.to_vec(), now + ttl_secs));
+        Ok(())
+    }
+
+    pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = unix_now();
+        Ok(self
+            .state()?
+            .values
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(v, _)| v.clone()))
+    }
+
+    pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        self.state()?.values.remove(key);
+        Ok(())
+    }
+
+    pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let now = unix_now();
+        let mut state = self.state()?;
+        if state.values.get(key).is_some_and(|(_, until)| *until > now) {
+            return Ok(false);
+        }
+        state
+            .values
+            .insert(key.to_owned(), (Vec::new(), now + ttl_ms.div_ceil(1000)));
+        Ok(true)
+    }
+
+    pub fn subscribe(&self) -> MemoryFeed {
+        MemoryFeed {
+            events: self.inner.events.subscribe(),
+        }
+    }
+}
+
+pub struct MemoryFeed {
+    events: broadcast::Receiver<Versioned>,
+}
+
+impl MemoryFeed {
+    pub async fn next(&mut self) -> FeedItem {
+        match self.events.recv().await {
+            Ok(event) => FeedItem::Changed(event),
+            Err(broadcast::error::RecvError::Lagged(_)) => FeedItem::Resync,
+            // The sender lives as long as the store, which outlives the feed's reader; should it
+            // ever close, wait forever rather than spin.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Where login sessions live: one `SessionStore` over two back ends with the same behaviour —
+//! `memory` for one process, `redis` for many instances. Every change is a compare-and-set on
+//! the record's version and publishes one event, which `push` fans out to waiting browsers.
+
+pub mod memory;
+pub mod redis;
+
+use crate::session::{LoginSession, SceneId, TransitionError, unix_now};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Every store call gives up after this long.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A session with the version its record is at; each committed change adds one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    pub version: u64,
+    pub session: LoginSession,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateError {
+    NotFound,
+    Refused(TransitionError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for UpdateError {
+    fn from(e: StoreError) -> Self {
+        UpdateError::Store(e)
+    }
+}
+
+/// What the event feed yields: a changed session, or "events may have been missed, re-read".
+#[derive(Debug)]
+pub enum FeedItem {
+    Changed(Versioned),
+    Resync,
+}
+
+pub enum EventFeed {
+    Memory(memory::MemoryFeed),
+    Redis(redis::RedisFeed),
+}
+
+impl EventFeed {
+    pub async fn next(&mut self) -> FeedItem {
+        match self {
+            EventFeed::Memory(feed) => feed.next().await,
+            EventFeed::Redis(feed) => feed.next().await,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub enum SessionStore {
+    Memory(memory::MemoryStore),
+    Redis(redis::RedisStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            SessionStore::Memory($store) => $call,
+            SessionStore::Redis($store) => $call,
+        }
+    };
+}
+
+impl SessionStore {
+    /// The in-process store; `linger_secs` keeps finished records readable a while.
+    pub fn memory(linger_secs: u64) -> Self {
+        SessionStore::Memory(memory::MemoryStore::new(linger_secs))
+    }
+
+    /// Connects to Redis (failing now, with the reason, if it cannot be reached).
+    pub async fn redis(url: &str, prefix: &str, linger_secs: u64) -> Result<Self, StoreError> {
+        Ok(SessionStore::Redis(
+            redis::RedisStore::connect(url, prefix, linger_secs).await?,
+        ))
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionStore::Memory(_) => "memory",
+            SessionStore::Redis(_) => "redis",
+        }
+    }
+
+    /// Adds a new session; its id must not exist yet.
+    pub async fn insert(&self, session: &LoginSession) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert(session).await)
+    }
+
+    /// The session, with a due expiry applied (and published) first.
+    pub async fn get(&self, id: &SceneId) -> Result<Option<Versioned>, StoreError> {
+        loop {
+            let Some(mut current) = self.load(id).await? else {
+                return Ok(None);
+            };
+            if !current.session.expire_if_due(unix_now()) {
+                return Ok(Some(current));
+            }
+            if let Some(stored) = self.compare_and_set(current.version, &current.session).await? {
+                return Ok(Some(stored));
+            }
+        }
+    }
+
+    /// Applies `change` atomically: read, change, compare-and-set, re-read on a lost race.
+    /// `change` must leave the session untouched when it refuses. A due expiry is applied and
+    /// stored first, so every change sees (and the world is told of) an expired session.
+    pub async fn update<T>(
+        &self,
+        id: &SceneId,
+        mut change: impl FnMut(&mut LoginSession) -> Result<T, TransitionError>,
+    ) -> Result<(Versioned, T), UpdateError> {
+        loop {
+            let Some(mut current) = self.load(id).await? else {
+                return Err(UpdateError::NotFound);
+            };
+            let expired = current.session.expire_if_due(unix_now());
+            let outcome = change(&mut current.session);
+            if let (Err(refusal), false) = (&outcome, expired) {
+                return Err(UpdateError::Refused(*refusal));
+            }
+            if let Some(stored) = self.compare_and_set(current.version, &current.session).await? {
+                return outcome.map(|t| (stored, t)).map_err(UpdateError::Refused);
+            }
+        }
+    }
+
+    async fn load(&self, id: &SceneId) -> Result<Option<Versioned>, StoreError> {
+        dispatch!(self, s => s.load(id).await)
+    }
+
+    /// Writes `session` if the record is still at `expected`; `None` when another change won.
+    async fn compare_and_set(
+        &self,
+        expected: u64,
+        session: &LoginSession,
+    ) -> Result<Option<Versioned>, StoreError> {
+        dispatch!(self, s => s.compare_and_set(expected, session).await)
+    }
+
+    /// Keeps a session's code image until the session's deadline.
+    pub async fn put_code(&self, id: &SceneId, png: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_value(&code_key(id), png, ttl_secs).await)
+    }
+
+    pub async fn get_code(&self, id: &SceneId) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.get_value(&code_key(id)).await)
+    }
+
+    /// A shared value with a lifetime (WeChat access tokens).
+    pub async fn put_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_value(key, value, ttl_secs).await)
+    }
+
+    pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.get_value(key).await)
+    }
+
+    pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delete_value(key).await)
+    }
+
+    /// Takes a lock shared by every instance for `ttl_ms` unless someone holds it.
+    pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.try_lock(key, ttl_ms).await)
+    }
+
+    /// The stream of committed changes. Subscribes before returning, so nothing committed after
+    /// this call returns is missed.
+    pub async fn subscribe(&self) -> Result<EventFeed, StoreError> {
+        Ok(match self {
+            SessionStore::Memory(s) => EventFeed::Memory(s.subscribe()),
+            SessionStore::Redis(s) => EventFeed::Redis(s.subscribe().await?),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Memory(_) => Ok(()),
+            SessionStore::Redis(s) => s.ping().await,
+        }
+    }
+}
+
+fn code_key(id: &SceneId) -> String {
+    format!("code:{{{id}}}")
+}

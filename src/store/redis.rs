@@ -1,0 +1,248 @@
+//! The Redis store, for many relay instances. A session is a hash `{prefix}session:{<id>}`
+//! holding its version `v` and JSON `d`; changes are a Lua compare-and-set that also publishes
+//! the new record on `{prefix}events`. Each instance holds one subscription to that channel.
+
+use super::{FeedItem, STORE_TIMEOUT, StoreError, Versioned};
+use crate::session::{LoginSession, SceneId, unix_now};
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::{AsyncCommands, Script};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+const INSERT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', '0', 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1";
+
+const COMPARE_AND_SET: &str = r"
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1";
+
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    linger_secs: u64,
+    insert: Arc<Script>,
+    compare_and_set: Arc<Script>,
+}
+
+fn store_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Every call is bounded: a slow Redis is an error, not a hung request.
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(STORE_TIMEOUT, call).await {
+        Ok(result) => result.map_err(store_error),
+        Err(_) => Err(StoreError("redis did not answer in time".into())),
+    }
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str, prefix: &str, linger_secs: u64) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError(format!("bad redis url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(STORE_TIMEOUT))
+            .set_response_timeout(Some(STORE_TIMEOUT))
+            .set_number_of_retries(2);
+        let conn = tokio::time::timeout(STORE_TIMEOUT, client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| StoreError(format!("redis at {} did not answer in time", redact_url(url))))?
+            .map_err(|e| StoreError(format!("cannot connect to redis at {}: {e}", redact_url(url))))?;
+        let store = Self {
+            client,
+            conn,
+            prefix: prefix.into(),
+            linger_secs,
+            insert: Arc::new(Script::new(INSERT)),
+            compare_and_set: Arc::new(Script::new(COMPARE_AND_SET)),
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    fn session_key(&self, id: &SceneId) -> String {
+        // The hash tag keeps every key of one session on one Redis Cluster slot.
+        format!("{}session:{{{id}}}", self.prefix)
+    }
+
+    fn value_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    fn ttl_ms(&self, session: &LoginSession) -> u64 {
+        session
+            .keep_until(self.linger_secs)
+            .saturating_sub(unix_now())
+            .max(1)
+            * 1000
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn insert(&self, session: &LoginSession) -> Result<(), StoreError> {
+        let json = serde_json::to_string(session).map_err(store_error)?;
+        let mut conn = self.conn.clone();
+        let mut call = self.insert.key(self.session_key(&session.id));
+        call.arg(json).arg(self.ttl_ms(session));
+        let inserted: i64 = bounded(call.invoke_async(&mut conn)).await?;
+        if inserted == 1 {
+            Ok(())
+        } else {
+            Err(StoreError("session id already exists".into()))
+        }
+    }
+
+    pub async fn load(&self, id: &SceneId) -> Result<Option<Versioned>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (version, json): (Option<u64>, Option<String>) = bounded(
+            redis::cmd("HMGET")
+                .arg(self.session_key(id))
+                .arg("v")
+                .arg("d")
+                .query_async(&mut conn),
+        )
+        .await?;
+        match (version, json) {
+            (Some(version), Some(json)) => {
+                let session = serde_json::from_str(&json).map_err(store_error)?;
+                Ok(Some(Versioned { version, session }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn compare_and_set(
+        &self,
+        expected: u64,
+        session: &LoginSession,
+    ) -> Result<Option<Versioned>, StoreError> {
+        let stored = Versioned {
+            version: expected + 1,
+            session: session.clone(),
+        };
+        let json = serde_json::to_string(session).map_err(store_error)?;
+        let event = serde_json::to_string(&stored).map_err(store_error)?;
+        let mut conn = self.conn.clone();
+        let mut call = self.compare_and_set.key(self.session_key(&session.id));
+        call.arg(expected)
+            .arg(stored.version)
+            .arg(json)
+            .arg(self.ttl_ms(session))
+            .arg(self.channel())
+            .arg(event);
+        let written: i64 = bounded(call.invoke_async(&mut conn)).await?;
+        Ok((written == 1).then_some(stored))
+    }
+
+    pub async fn put_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(conn.set_ex::<_, _, ()>(self.value_key(key), value, ttl_secs.max(1))).await
+    }
+
+    pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(conn.get(self.value_key(key))).await
+    }
+
+    pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(conn.del::<_, ()>(self.value_key(key))).await
+    }
+
+    pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = bounded(
+            redis::cmd("SET")
+                .arg(self.value_key(key))
+                .arg("1")
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn subscribe(&self) -> Result<RedisFeed, StoreError> {
+        let stream = open_subscription(&self.client, &self.channel()).await?;
+        Ok(RedisFeed {
+            client: self.client.clone(),
+            channel: self.channel(),
+            stream: Some(stream),
+        })
+    }
+}
+
+async fn open_subscription(client: &redis::Client, channel: &str) -> Result<PubSubStream, StoreError> {
+    let mut pubsub = bounded(client.get_async_pubsub()).await?;
+    bounded(pubsub.subscribe(channel)).await?;
+    Ok(pubsub.into_on_message())
+}
+
+/// This instance's one subscription. When the connection drops it reconnects and yields
+/// `Resync`, since events published meanwhile are lost.
+pub struct RedisFeed {
+    client: redis::Client,
+    channel: String,
+    stream: Option<PubSubStream>,
+}
+
+impl RedisFeed {
+    pub async fn next(&mut self) -> FeedItem {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                match open_subscription(&self.client, &self.channel).await {
+                    Ok(stream) => {
+                        self.stream = Some(stream);
+                        return FeedItem::Resync;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis event subscription failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            };
+            match stream.next().await {
+                Some(msg) => match msg
+                    .get_payload::<String>()
+                    .map(|p| serde_json::from_str::<Versioned>(&p))
+                {
+                    Ok(Ok(event)) => return FeedItem::Changed(event),
+                    _ => tracing::warn!("ignoring an unreadable session event"),
+                },
+                None => {
+                    tracing::warn!("redis event subscription closed; reconnecting");
+                    self.stream = None;
+                }
+            }
+        }
+    }
+}
+
+/// A Redis URL for messages: any password is replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://[redacted]{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,70 @@
+//! Random identifiers and secrets, their hashes, and constant-time comparison.
+
+use sha2::{Digest, Sha256};
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// `len` random characters of `[0-9A-Za-z]` from the OS generator (5.95 bits each).
+pub fn random_base62(len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        // The OS generator only fails when the platform has no entropy source at all.
+        if getrandom::fill(&mut buf).is_err() {
+            panic!("the operating system's random generator is unavailable");
+        }
+        // 248 = 4 * 62: rejecting bytes above it keeps every character equally likely.
+        for b in buf.iter().filter(|b| **b < 248) {
+            if out.len() == len {
+                break;
+            }
+            out.push(BASE62[(*b % 62) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Hex SHA-256 of a token: what the stores keep instead of the raw value.
+pub fn hash(raw: &str) -> String {
+    let digest = Sha256::digest(raw.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `raw` hashes to `expected_hash`, compared in constant time.
+pub fn matches_hash(raw: &str, expected_hash: &str) -> bool {
+    constant_time_eq(hash(raw).as_bytes(), expected_hash.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tokens_have_the_asked_length_and_alphabet_and_differ() {
+        let a = random_base62(32);
+        let b = random_base62(32);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hashes_match_only_their_own_token() {
+        let h = hash("secret");
+        assert!(matches_hash("secret", &h));
+        assert!(!matches_hash("secreT", &h));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+}

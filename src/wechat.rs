@@ -1,0 +1,397 @@
+//! The one client for WeChat's server API (or the simulator, through the configurable base
+//! URL). Access tokens come from `stable_token`, are cached per AppID in the session store so
+//! every instance shares them, and are refreshed by one caller at a time (a store lock).
+//! A call refused for a stale token (40001/40014/42001) refreshes and retries once.
+
+use crate::config::WeChatApp;
+use crate::error::ApiError;
+use crate::session::Phone;
+use crate::store::{SessionStore, StoreError};
+use actix_web::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::fmt;
+use std::time::Duration;
+
+const TOKEN_ERRORS: [i64; 3] = [40001, 40014, 42001];
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const TOKEN_LOCK_MS: u64 = 10_000;
+const TOKEN_WAIT_STEP: Duration = Duration::from_millis(25);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeChatError {
+    /// WeChat answered with a non-zero errcode.
+    Api {
+        errcode: i64,
+        errmsg: String,
+    },
+    /// No answer (connection refused, timeout).
+    Unreachable(String),
+    /// An answer we cannot read.
+    BadResponse(String),
+    Store(StoreError),
+}
+
+impl fmt::Display for WeChatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeChatError::Api { errcode, errmsg } => write!(f, "wechat errcode {errcode}: {errmsg}"),
+            WeChatError::Unreachable(e) => write!(f, "wechat unreachable: {e}"),
+            WeChatError::BadResponse(e) => write!(f, "unreadable wechat response: {e}"),
+            WeChatError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for WeChatError {}
+
+impl From<StoreError> for WeChatError {
+    fn from(e: StoreError) -> Self {
+        WeChatError::Store(e)
+    }
+}
+
+impl WeChatError {
+    fn is_stale_token(&self) -> bool {
+        matches!(self, WeChatError::Api { errcode, .. } if TOKEN_ERRORS.contains(errcode))
+    }
+}
+
+impl From<WeChatError> for ApiError {
+    fn from(e: WeChatError) -> Self {
+        tracing::warn!(error = %e, "wechat call failed");
+        match e {
+            WeChatError::Api {
+                errcode: 40029 | 40163 | 40226 | 42003,
+                ..
+            } => ApiError::bad_request(
+                "invalid_code",
+                "WeChat does not accept this code: it is invalid, expired or already used. Ask WeChat for a new one.",
+            ),
+            WeChatError::Api {
+                errcode: -1 | 45009 | 45011,
+                ..
+            } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wechat_busy",
+                "WeChat is busy or rate-limiting this app; retry shortly.",
+            ),
+            WeChatError::Api { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "wechat_rejected",
+                "WeChat refused the relay's request; the operator should check this connection's WeChat settings.",
+            ),
+            WeChatError::Unreachable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wechat_unavailable",
+                "WeChat cannot be reached right now; retry shortly.",
+            ),
+            WeChatError::BadResponse(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "wechat_bad_response",
+                "WeChat answered with something the relay cannot read; retry shortly.",
+            ),
+            WeChatError::Store(_) => ApiError::store_unavailable(),
+        }
+    }
+}
+
+/// What `getwxacodeunlimit` is asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct CodeRequest<'a> {
+    pub scene: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<&'a str>,
+    pub check_path: bool,
+    pub env_version: &'a str,
+    pub width: u32,
+}
+
+/// Who `jscode2session` says logged in. WeChat's `session_key` is read and dropped here: it
+/// never leaves the server, and nothing of ours needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MiniProgramUser {
+    pub openid: String,
+    #[serde(default)]
+    pub unionid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct PhoneResponse {
+    phone_info: PhoneInfo,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PhoneInfo {
+    phone_number: String,
+    pure_phone_number: String,
+    /// A string in real answers, a number in WeChat's own doc example: accept both.
+    country_code: Value,
+}
+
+#[derive(Clone)]
+pub struct WeChatClient {
+    http: reqwest::Client,
+    base: String,
+    store: SessionStore,
+}
+
+impl WeChatClient {
+    pub fn new(base: &str, store: SessionStore) -> Result<Self, WeChatError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| WeChatError::Unreachable(e.without_url().to_string()))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            store,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A sun code image (PNG or JPEG bytes) for `request.scene`.
+    pub async fn unlimited_code(
+        &self,
+        app: &WeChatApp,
+        request: &CodeRequest<'_>,
+    ) -> Result<Vec<u8>, WeChatError> {
+        self.with_token(app, async |token: &str| {
+            let url = format!("{}/wxa/getwxacodeunlimit", self.base);
+            let response = self
+                .http
+                .post(url)
+                .query(&[("access_token", token)])
+                .json(request)
+                .send();
+            let body = read(response).await?;
+            if is_image(&body) {
+                return Ok(body);
+            }
+            // Not an image: WeChat's JSON error (whatever the Content-Type said).
+            match parse::<Value>(&body) {
+                Ok(_) => Err(WeChatError::BadResponse("neither an image nor an error".into())),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Resolves a `wx.login` code for the mini-program `app`.
+    pub async fn code_to_session(
+        &self,
+        app: &WeChatApp,
+        js_code: &str,
+    ) -> Result<MiniProgramUser, WeChatError> {
+        let url = format!("{}/sns/jscode2session", self.base);
+        let query = [
+            ("appid", app.appid.as_str()),
+            ("secret", app.secret.expose()),
+            ("js_code", js_code),
+            ("grant_type", "authorization_code"),
+        ];
+        parse(&read(self.http.get(url).query(&query).send()).await?)
+    }
+
+    /// Resolves a phone-number button code; `openid` makes WeChat check the code belongs to them.
+    pub async fn phone_number(
+        &self,
+        app: &WeChatApp,
+        code: &str,
+        openid: &str,
+    ) -> Result<Phone, WeChatError> {
+        let response: PhoneResponse = self
+            .with_token(app, async |token: &str| {
+                let url = format!("{}/wxa/business/getuserphonenumber", self.base);
+                let body = json!({ "code": code, "openid": openid });
+                parse(
+                    &read(
+                        self.http
+                            .post(url)
+                            .query(&[("access_token", token)])
+                            .json(&body)
+                            .send(),
+                    )
+                    .await?,
+                )
+            })
+            .await?;
+        let info = response.phone_info;
+        let country_code = match info.country_code {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        Ok(Phone {
+            phone_number: info.phone_number,
+            pure_phone_number: info.pure_phone_number,
+            country_code,
+        })
+    }
+
+    /// Runs `call` with the app's access token; on a stale-token answer, refreshes once and retries.
+    async fn with_token<T>(
+        &self,
+        app: &WeChatApp,
+        call: impl AsyncFn(&str) -> Result<T, WeChatError>,
+    ) -> Result<T, WeChatError> {
+        let token = self.access_token(app, None).await?;
+        match call(&token).await {
+            Err(e) if e.is_stale_token() => {
+                tracing::info!(appid = %app.appid, "access token refused; refreshing once");
+                let fresh = self.access_token(app, Some(&token)).await?;
+                call(&fresh).await
+            }
+            other => other,
+        }
+    }
+
+    /// The cached token unless it is `stale`; otherwise one caller (across all instances)
+    /// fetches a new one while the others wait for it to appear.
+    async fn access_token(&self, app: &WeChatApp, stale: Option<&str>) -> Result<String, WeChatError> {
+        let key = format!("wechat-token:{}", app.appid);
+        let lock = format!("wechat-token-lock:{}", app.appid);
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT * 2;
+        loop {
+            if let Some(cached) = self.store.get_value(&key).await? {
+                let cached = String::from_utf8_lossy(&cached).into_owned();
+                if Some(cached.as_str()) != stale {
+                    return Ok(cached);
+                }
+            }
+            if self.store.try_lock(&lock, TOKEN_LOCK_MS).await? {
+                let fetched = self.fetch_stable_token(app, stale).await;
+                if let Ok((token, expires_in)) = &fetched {
+                    // Renew a minute early so no call carries a token about to lapse.
+                    self.store
+                        .put_value(&key, token.as_bytes(), expires_in.saturating_sub(60).max(1))
+                        .await?;
+                }
+                self.store.delete_value(&lock).await?;
+                return fetched.map(|(token, _)| token);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WeChatError::Unreachable(
+                    "timed out waiting for another instance's token refresh".into(),
+                ));
+            }
+            tokio::time::sleep(TOKEN_WAIT_STEP).await;
+        }
+    }
+
+    async fn fetch_stable_token(
+        &self,
+        app: &WeChatApp,
+        stale: Option<&str>,
+    ) -> Result<(String, u64), WeChatError> {
+        let url = format!("{}/cgi-bin/stable_token", self.base);
+        let request = |force_refresh: bool| {
+            let body = json!({
+                "grant_type": "client_credential",
+                "appid": app.appid,
+                "secret": app.secret.expose(),
+                "force_refresh": force_refresh,
+            });
+            self.http.post(&url).json(&body).send()
+        };
+        let token: TokenResponse = parse(&read(request(false)).await?)?;
+        if Some(token.access_token.as_str()) == stale {
+            // WeChat still hands out the token it just refused: force a new one.
+            let forced: TokenResponse = parse(&read(request(true)).await?)?;
+            return Ok((forced.access_token, forced.expires_in));
+        }
+        Ok((token.access_token, token.expires_in))
+    }
+}
+
+async fn read(
+    response: impl std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+) -> Result<Vec<u8>, WeChatError> {
+    // `without_url`: the URL may carry a secret or token in its query.
+    let response = response
+        .await
+        .map_err(|e| WeChatError::Unreachable(e.without_url().to_string()))?;
+    if !response.status().is_success() {
+        return Err(WeChatError::BadResponse(format!("HTTP {}", response.status())));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| WeChatError::Unreachable(e.without_url().to_string()))?;
+    Ok(body.to_vec())
+}
+
+/// WeChat answers HTTP 200 for errors too: success is decided by `errcode` (absent means 0),
+/// whatever the Content-Type said.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, WeChatError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| WeChatError::BadResponse(e.to_string()))?;
+    let errcode = value.get("errcode").and_then(Value::as_i64).unwrap_or(0);
+    if errcode != 0 {
+        let errmsg = value
+            .get("errmsg")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        return Err(WeChatError::Api { errcode, errmsg });
+    }
+    serde_json::from_value(value).map_err(|e| WeChatError::BadResponse(e.to_string()))
+}
+
+fn is_image(body: &[u8]) -> bool {
+    body.starts_with(b"\x89PNG\r\n\x1a\n") || body.starts_with(&[0xFF, 0xD8, 0xFF])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_read_from_the_body_whatever_the_status_says() {
+        let err = parse::<Value>(br#"{"errcode":40029,"errmsg":"invalid code, rid: 1"}"#).unwrap_err();
+        assert_eq!(
+            err,
+            WeChatError::Api {
+                errcode: 40029,
+                errmsg: "invalid code, rid: 1".into()
+            }
+        );
+        let ok: MiniProgramUser = parse(br#"{"openid":"o1","session_key":"k"}"#).unwrap();
+        assert_eq!(ok.openid, "o1");
+        let ok: MiniProgramUser =
+            parse(br#"{"openid":"o1","unionid":"u1","errcode":0,"errmsg":"ok"}"#).unwrap();
+        assert_eq!(ok.unionid.as_deref(), Some("u1"));
+        assert!(matches!(
+            parse::<Value>(b"<html>"),
+            Err(WeChatError::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn wechat_errors_become_client_or_gateway_errors_never_500() {
+        let api = |errcode| {
+            ApiError::from(WeChatError::Api {
+                errcode,
+                errmsg: String::new(),
+            })
+        };
+        assert_eq!(api(40029).status, StatusCode::BAD_REQUEST);
+        assert_eq!(api(40163).code, "invalid_code");
+        assert_eq!(api(-1).status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(api(40125).status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ApiError::from(WeChatError::Unreachable("x".into())).code,
+            "wechat_unavailable"
+        );
+    }
+}
