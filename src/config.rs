@@ -262,8 +262,8 @@ impl ConnectionSettings {
                 "page must be a path like pages/login/login, without a leading / or query".into(),
             ));
         }
-        if !(10..=3600).contains(&self.session_ttl_secs) {
-            return Err(err("session_ttl_secs must be between 10 and 3600".into()));
+        if !(1..=3600).contains(&self.session_ttl_secs) {
+            return Err(err("session_ttl_secs must be between 1 and 3600".into()));
         }
         let app_secret = read_secret(&self.app_secret, &self.app_secret_file)
             .map_err(|e| err(format!("app_secret: {e}")))?;

@@ -67,7 +67,7 @@ impl Hub {
     pub async fn run(self: Arc<Self>, mut feed: EventFeed) {
         loop {
             match feed.next().await {
-                FeedItem::Changed(event) => self.publish(event),
+                FeedItem::Changed(event) => self.publish(*event),
                 FeedItem::Resync => self.resync_all(),
             }
         }

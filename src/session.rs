@@ -389,6 +389,13 @@ impl LoginSession {
     }
 }
 
+/// Seconds since the Unix epoch: the clock every caller of this module passes in.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,11 +538,4 @@ mod tests {
         assert_eq!(Ticket::session_of("abc"), None);
         assert_eq!(Ticket::session_of("abc.short"), None);
     }
-}
-
-/// Seconds since the Unix epoch: the clock every caller of this module passes in.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -63,7 +63,7 @@ impl From<WeChatError> for ApiError {
         tracing::warn!(error = %e, "wechat call failed");
         match e {
             WeChatError::Api {
-                errcode: 40029 | 40163 | 40226 | 42003,
+                errcode: 40003 | 40029 | 40163 | 40226 | 42003,
                 ..
             } => ApiError::bad_request(
                 "invalid_code",

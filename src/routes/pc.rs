@@ -157,7 +157,12 @@ async fn code(
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
     let current = state.session(&id).await?;
-    current.session.ensure_waiting()?;
+    if current.session.status.is_final_for_browser() {
+        return Err(ApiError::gone(
+            "session_finished",
+            "This login session is over; its code is no longer served.",
+        ));
+    }
     let png = state
         .store
         .get_code(&id)

@@ -160,7 +160,7 @@ pub struct MemoryFeed {
 impl MemoryFeed {
     pub async fn next(&mut self) -> FeedItem {
         match self.events.recv().await {
-            Ok(event) => FeedItem::Changed(event),
+            Ok(event) => FeedItem::Changed(Box::new(event)),
             Err(broadcast::error::RecvError::Lagged(_)) => FeedItem::Resync,
             // The sender lives as long as the store, which outlives the feed's reader; should it
             // ever close, wait forever rather than spin.

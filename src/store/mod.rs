@@ -47,7 +47,7 @@ impl From<StoreError> for UpdateError {
 /// What the event feed yields: a changed session, or "events may have been missed, re-read".
 #[derive(Debug)]
 pub enum FeedItem {
-    Changed(Versioned),
+    Changed(Box<Versioned>),
     Resync,
 }
 

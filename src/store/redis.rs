@@ -227,7 +227,7 @@ impl RedisFeed {
                     .get_payload::<String>()
                     .map(|p| serde_json::from_str::<Versioned>(&p))
                 {
-                    Ok(Ok(event)) => return FeedItem::Changed(event),
+                    Ok(Ok(event)) => return FeedItem::Changed(Box::new(event)),
                     _ => tracing::warn!("ignoring an unreadable session event"),
                 },
                 None => {

@@ -1,1 +1,10 @@
-//! Integration tests.
+//! The relay over real HTTP, real WebSockets, a real Redis and the WeChat simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod concurrency;
+mod helpers;
+mod login;
+mod multi_instance;
+mod simulator;
+mod wechat_client;

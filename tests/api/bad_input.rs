@@ -1,0 +1,281 @@
+//! Every mistake a client can make gets a 4xx with the JSON error body, and changes nothing.
+
+use crate::both_stores;
+use crate::helpers::{Backend, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+both_stores!(
+    malformed_bodies_and_unknown_routes_get_json_errors,
+    sessions_are_guarded_by_the_browser_secret,
+    only_the_scanner_confirms_and_only_after_scanning,
+    wechat_codes_work_once,
+    tickets_work_once_for_their_own_backend,
+    forwarded_scans_are_refused,
+);
+
+fn assert_error(got: (StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["error"], code, "{}", got.1);
+    assert!(
+        got.1["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        got.1
+    );
+}
+
+async fn raw(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or(Value::Null))
+}
+
+async fn malformed_bodies_and_unknown_routes_get_json_errors(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let scan = app.url("/v1/mp/scan");
+    let bad_json = app
+        .http
+        .post(&scan)
+        .header("content-type", "application/json")
+        .body("{nope");
+    assert_error(raw(bad_json).await, StatusCode::BAD_REQUEST, "invalid_json");
+    let missing_field = app.http.post(&scan).json(&json!({ "scene": "abc" }));
+    assert_error(raw(missing_field).await, StatusCode::BAD_REQUEST, "invalid_json");
+    let wrong_type = app
+        .http
+        .post(&scan)
+        .header("content-type", "text/plain")
+        .body("{}");
+    assert_error(
+        raw(wrong_type).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let huge = json!({ "scene": "a".repeat(100_000), "login_code": "x" });
+    assert_error(
+        raw(app.http.post(&scan).json(&huge)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    );
+    let huge_create = app
+        .http
+        .post(app.url("/v1/login-sessions"))
+        .body("x".repeat(100_000));
+    assert_eq!(raw(huge_create).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(
+        raw(app.http.get(app.url("/v2/nothing"))).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        app.create_session(json!({ "connection": "nobody" })).await,
+        StatusCode::NOT_FOUND,
+        "unknown_connection",
+    );
+    assert_error(
+        app.create_session(json!({ "surprise": 1 })).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    );
+    let bad_wait = app
+        .http
+        .get(app.url("/v1/login-sessions/abc?wait=soon"))
+        .bearer_auth("x");
+    assert_error(raw(bad_wait).await, StatusCode::BAD_REQUEST, "invalid_query");
+}
+
+async fn sessions_are_guarded_by_the_browser_secret(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let pc = app.start().await;
+    let url = app.url(&format!("/v1/login-sessions/{}", pc.id));
+    assert_error(
+        raw(app.http.get(&url)).await,
+        StatusCode::UNAUTHORIZED,
+        "missing_credentials",
+    );
+    assert_error(
+        raw(app.http.get(&url).bearer_auth("guess")).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_secret",
+    );
+    let unknown = app.url("/v1/login-sessions/AAAAAAAAAAAAAAAAAAAAAA");
+    assert_error(
+        raw(app.http.get(&unknown).bearer_auth(&pc.secret)).await,
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+    );
+    let malformed = app.url("/v1/login-sessions/not-an-id!");
+    assert_error(
+        raw(app.http.get(&malformed).bearer_auth(&pc.secret)).await,
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+    );
+    let bad_status = app.http.get(format!("{url}?status=done")).bearer_auth(&pc.secret);
+    assert_error(raw(bad_status).await, StatusCode::BAD_REQUEST, "invalid_status");
+
+    let ws = format!(
+        "{}/v1/login-sessions/{}/ws?secret=guess",
+        app.base.replacen("http", "ws", 1),
+        pc.id
+    );
+    let refused = tokio_tungstenite::connect_async(ws).await.unwrap_err();
+    match refused {
+        tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 401),
+        other => panic!("expected an HTTP refusal, got {other:?}"),
+    }
+    // Nothing changed.
+    assert_eq!(app.get_session(&pc, "").await.1["status"], "pending");
+}
+
+async fn only_the_scanner_confirms_and_only_after_scanning(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let pc = app.start().await;
+    let phone = app.phone_code("frank", "13800138000").await;
+    let early = json!({ "scene": pc.id, "scan_token": "x", "phone_code": phone });
+    assert_error(
+        app.post_json("/v1/mp/confirm", &early).await,
+        StatusCode::CONFLICT,
+        "not_scanned",
+    );
+
+    let scan = app.scan(&pc, "frank").await;
+    assert_error(
+        app.scan_as(&pc.id, "mallory").await,
+        StatusCode::CONFLICT,
+        "session_taken",
+    );
+    let rescan = app.scan(&pc, "frank").await;
+    assert_ne!(
+        rescan.scan_token, scan.scan_token,
+        "a rescan by the same person gets a fresh token"
+    );
+
+    let forged = json!({ "scene": pc.id, "scan_token": scan.scan_token, "phone_code": phone });
+    assert_error(
+        app.post_json("/v1/mp/confirm", &forged).await,
+        StatusCode::FORBIDDEN,
+        "invalid_scan_token",
+    );
+    // Another person's phone code, with the real scan token: WeChat refuses the openid pairing.
+    let mallory_phone = app.phone_code("mallory", "13900139000").await;
+    assert_error(
+        app.confirm(&rescan, &mallory_phone).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_code",
+    );
+    assert_eq!(
+        app.get_session(&pc, "").await.1["status"],
+        "scanned",
+        "nothing changed"
+    );
+
+    let (status, _) = app.confirm(&rescan, &phone).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_error(
+        app.scan_as(&pc.id, "frank").await,
+        StatusCode::CONFLICT,
+        "already_confirmed",
+    );
+}
+
+async fn wechat_codes_work_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = app.start().await;
+    let second = app.start().await;
+    let login_code = app.login_code("grace").await;
+    let scan = |scene: &str| json!({ "scene": scene, "login_code": login_code });
+    let (status, body) = app.post_json("/v1/mp/scan", &scan(&first.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_error(
+        app.post_json("/v1/mp/scan", &scan(&second.id)).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_code",
+    );
+    assert_error(
+        app.post_json(
+            "/v1/mp/scan",
+            &json!({ "scene": second.id, "login_code": "made-up" }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_code",
+    );
+    assert_eq!(
+        app.get_session(&second, "").await.1["status"],
+        "pending",
+        "a refused scan changes nothing"
+    );
+
+    let scan_token = body["scan_token"].as_str().unwrap();
+    let phone = app.phone_code("grace", "13800138000").await;
+    let confirm = json!({ "scene": first.id, "scan_token": scan_token, "phone_code": phone });
+    assert_eq!(app.post_json("/v1/mp/confirm", &confirm).await.0, StatusCode::OK);
+
+    let other = app.scan(&second, "grace").await;
+    let (status, body) = app.confirm(&other, &phone).await;
+    assert_error((status, body), StatusCode::BAD_REQUEST, "invalid_code");
+}
+
+async fn tickets_work_once_for_their_own_backend(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let pc = app.start().await;
+    app.log_in(&pc, "heidi", "13800138000").await;
+    let ticket = app.get_session(&pc, "").await.1["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    assert_error(
+        app.redeem("garbage", "sandbox").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_ticket",
+    );
+    let forged = format!("{}.{}", pc.id, "A".repeat(32));
+    assert_error(
+        app.redeem(&forged, "sandbox").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_ticket",
+    );
+    assert_error(
+        app.redeem(&ticket, "wrong-backend").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    let no_auth = app
+        .http
+        .post(app.url("/v1/tickets/redeem"))
+        .json(&json!({ "ticket": ticket }));
+    assert_error(
+        raw(no_auth).await,
+        StatusCode::UNAUTHORIZED,
+        "missing_credentials",
+    );
+
+    assert_eq!(
+        app.redeem(&ticket, "sandbox").await.0,
+        StatusCode::OK,
+        "failed attempts did not burn the ticket"
+    );
+    assert_error(
+        app.redeem(&ticket, "sandbox").await,
+        StatusCode::CONFLICT,
+        "already_redeemed",
+    );
+}
+
+async fn forwarded_scans_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let pc = app.start().await;
+    let login_code = app.login_code("ivan").await;
+    let body = json!({ "scene": pc.id, "login_code": login_code, "launch_scene": 1049 });
+    assert_error(
+        app.post_json("/v1/mp/scan", &body).await,
+        StatusCode::FORBIDDEN,
+        "forwarded_scan_refused",
+    );
+    let body = json!({ "scene": pc.id, "login_code": login_code, "launch_scene": 1047 });
+    assert_eq!(
+        app.post_json("/v1/mp/scan", &body).await.0,
+        StatusCode::OK,
+        "the refused scan did not spend the code"
+    );
+}

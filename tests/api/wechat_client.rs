@@ -1,0 +1,164 @@
+//! The production WeChat client against the simulator: token sharing, refresh-and-retry,
+//! and WeChat's failures mapped to clear relay errors.
+
+use crate::both_stores;
+use crate::helpers::{Backend, settings, spawn_app, spawn_app_with, spawn_simulator};
+use qrlogin_relay::config::{Secret, WeChatApp};
+use qrlogin_relay::sandbox::{SANDBOX_APP_SECRET, SANDBOX_APPID};
+use qrlogin_relay::store::SessionStore;
+use qrlogin_relay::wechat::{CodeRequest, WeChatClient, WeChatError};
+use reqwest::StatusCode;
+use serde_json::json;
+
+both_stores!(
+    one_token_serves_many_calls,
+    a_refused_token_is_refreshed_and_the_call_retried_once
+);
+
+async fn one_token_serves_many_calls(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for _ in 0..3 {
+        app.start().await;
+    }
+    assert_eq!(app.sim_calls("stable_token").await, 1);
+    assert_eq!(app.sim_calls("getwxacodeunlimit").await, 3);
+}
+
+async fn a_refused_token_is_refreshed_and_the_call_retried_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let pc = app.start().await;
+    let scan = app.scan(&pc, "olga").await;
+    let revoke = app
+        .http
+        .post(format!("{}/_sim/revoke-tokens", app.wechat))
+        .json(&json!({ "appid": SANDBOX_APPID }));
+    assert!(revoke.send().await.unwrap().status().is_success());
+
+    let phone_code = app.phone_code("olga", "13800138000").await;
+    assert_eq!(app.confirm(&scan, &phone_code).await.0, StatusCode::OK);
+    // The first fetch, then a normal call that returned the refused token, then a forced one.
+    assert_eq!(app.sim_calls("stable_token").await, 3);
+    assert_eq!(app.sim_calls("getuserphonenumber").await, 2);
+    app.start().await;
+    assert_eq!(app.sim_calls("stable_token").await, 3, "the new token is cached");
+}
+
+#[tokio::test]
+async fn wechat_busy_or_unreachable_is_a_retryable_error_not_a_500() {
+    let app = spawn_app(Backend::Memory).await;
+    let pc = app.start().await;
+    let fail = json!({ "api": "jscode2session", "errcode": -1 });
+    app.http
+        .post(format!("{}/_sim/fail-next", app.wechat))
+        .json(&fail)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = app.scan_as(&pc.id, "paul").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("wechat_busy"))
+    );
+    assert_eq!(app.get_session(&pc, "").await.1["status"], "pending");
+
+    let fail = json!({ "api": "stable_token", "errcode": 40125 });
+    let fresh = spawn_app(Backend::Memory).await;
+    fresh
+        .http
+        .post(format!("{}/_sim/fail-next", fresh.wechat))
+        .json(&fail)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = fresh.create_session(json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("wechat_rejected"))
+    );
+    assert!(
+        !body.to_string().contains(SANDBOX_APP_SECRET),
+        "no secret in error bodies"
+    );
+
+    let mut offline = settings(Backend::Memory);
+    offline.mount_simulator = false;
+    offline.wechat_api_base = "http://127.0.0.1:9".into();
+    let offline = spawn_app_with(offline).await;
+    let (status, body) = offline.create_session(json!({})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("wechat_unavailable"))
+    );
+}
+
+#[tokio::test]
+async fn the_client_speaks_the_wire_format() {
+    let simulator = spawn_simulator();
+    let client = WeChatClient::new(&simulator, SessionStore::memory(60)).unwrap();
+    let sandbox = WeChatApp {
+        appid: SANDBOX_APPID.into(),
+        secret: Secret::new(SANDBOX_APP_SECRET),
+    };
+    let http = reqwest::Client::new();
+    let mint = async |appid: &str, user: &str| {
+        let body = json!({ "appid": appid, "user": user });
+        let answer: serde_json::Value = http
+            .post(format!("{simulator}/_sim/login-code"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["code"].as_str().unwrap().to_owned()
+    };
+
+    let request = CodeRequest {
+        scene: "abc",
+        page: Some("pages/login/login"),
+        check_path: true,
+        env_version: "release",
+        width: 280,
+    };
+    let png = client.unlimited_code(&sandbox, &request).await.unwrap();
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 280);
+    let bad_page = CodeRequest {
+        page: Some("pages/missing/missing"),
+        ..request.clone()
+    };
+    assert!(matches!(
+        client.unlimited_code(&sandbox, &bad_page).await,
+        Err(WeChatError::Api { errcode: 41030, .. })
+    ));
+
+    let user = client
+        .code_to_session(&sandbox, &mint(SANDBOX_APPID, "quinn").await)
+        .await
+        .unwrap();
+    let again = client
+        .code_to_session(&sandbox, &mint(SANDBOX_APPID, "quinn").await)
+        .await
+        .unwrap();
+    assert_eq!(user, again, "openid and unionid are stable per app and user");
+    assert!(user.unionid.is_some());
+
+    // A private deployment's AppID registers with its first secret, and has no Open Platform binding.
+    let private = WeChatApp {
+        appid: "wx00112233445566aa".into(),
+        secret: Secret::new("first-secret"),
+    };
+    let code = mint(&private.appid, "quinn").await;
+    let private_user = client.code_to_session(&private, &code).await.unwrap();
+    assert_ne!(private_user.openid, user.openid, "openids differ per app");
+    assert_eq!(private_user.unionid, None);
+    let impostor = WeChatApp {
+        secret: Secret::new("other-secret"),
+        ..private.clone()
+    };
+    let code = mint(&private.appid, "quinn").await;
+    assert!(matches!(
+        client.code_to_session(&impostor, &code).await,
+        Err(WeChatError::Api { errcode: 40125, .. })
+    ));
+}
