@@ -34,11 +34,8 @@ fn flags(args: &[String], allowed: &[&str]) -> Result<HashMap<String, String>, S
     let mut out = HashMap::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(USAGE.into());
-        }
         if !allowed.contains(&flag.as_str()) {
-            return Err(format!("unknown flag {flag:?}\n{USAGE}"));
+            return Err(format!("unknown flag {flag:?} (see --help)"));
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         out.insert(flag.trim_start_matches("--").to_owned(), value.clone());
@@ -47,7 +44,7 @@ fn flags(args: &[String], allowed: &[&str]) -> Result<HashMap<String, String>, S
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
-    let (command, rest) = args.split_first().ok_or_else(|| USAGE.to_owned())?;
+    let (command, rest) = args.split_first().ok_or("no command given (see --help)")?;
     match command.as_str() {
         "sandbox" => {
             let mut f = flags(
@@ -74,8 +71,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 config: config.into(),
             })
         }
-        "-h" | "--help" | "help" => Err(USAGE.into()),
-        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+        other => Err(format!("unknown command {other:?} (see --help)")),
     }
 }
 
@@ -113,12 +109,17 @@ async fn run(command: Command) -> Result<(), String> {
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
+#[allow(clippy::print_stdout)] // --help prints to stdout, as CLIs do
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help" || a == "help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let command = match parse(&args) {
         Ok(c) => c,
         Err(message) => {
-            eprintln!("{message}");
+            eprintln!("qrlogin-relay: {message}");
             return ExitCode::from(2);
         }
     };

@@ -618,3 +618,28 @@ pub fn sandbox_settings(
         }],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_app_publishes_the_pages_of_the_reference_mini_program() {
+        let app: Value = serde_json::from_str(include_str!("../../miniprogram-contract/app.json")).unwrap();
+        let pages: Vec<&str> = app["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(pages, SANDBOX_PAGES);
+    }
+
+    #[test]
+    fn ids_are_stable_per_app_and_user_and_shaped_like_openids() {
+        let state = Simulator::default();
+        let state = state.state();
+        let (a, union_a) = state.identity(SANDBOX_APPID, "alice");
+        let (again, _) = state.identity(SANDBOX_APPID, "alice");
+        let (other_app, union_other) = state.identity("wx00112233445566aa", "alice");
+        assert_eq!(a, again);
+        assert_eq!(a.len(), 28);
+        assert_ne!(a, other_app);
+        assert!(union_a.is_some() && union_other.is_none(), "only bound apps get unionids");
+    }
+}
