@@ -52,8 +52,7 @@ async fn redeem(
     };
     let id_token = id_token::sign(&claims, connection.backend_secret.expose().as_bytes());
     let phone = identity.phone.as_ref();
-    Ok(HttpResponse::Ok().json(json!({
-        "user": {
+    let mut user = json!({
             "openid": identity.openid,
             "unionid": identity.unionid,
             "phone_number": phone.map(|p| &p.phone_number),
@@ -63,7 +62,10 @@ async fn redeem(
             "avatar_url": identity.avatar_url,
             "appid": identity.appid,
             "connection": connection.identifier,
-        },
-        "id_token": id_token,
-    })))
+    });
+    // Absent fields are left out rather than sent as null.
+    if let Some(fields) = user.as_object_mut() {
+        fields.retain(|_, v| !v.is_null());
+    }
+    Ok(HttpResponse::Ok().json(json!({ "user": user, "id_token": id_token })))
 }

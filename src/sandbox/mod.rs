@@ -626,7 +626,12 @@ mod tests {
     #[test]
     fn the_sandbox_app_publishes_the_pages_of_the_reference_mini_program() {
         let app: Value = serde_json::from_str(include_str!("../../miniprogram-contract/app.json")).unwrap();
-        let pages: Vec<&str> = app["pages"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        let pages: Vec<&str> = app["pages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         assert_eq!(pages, SANDBOX_PAGES);
     }
 
@@ -640,6 +645,9 @@ mod tests {
         assert_eq!(a, again);
         assert_eq!(a.len(), 28);
         assert_ne!(a, other_app);
-        assert!(union_a.is_some() && union_other.is_none(), "only bound apps get unionids");
+        assert!(
+            union_a.is_some() && union_other.is_none(),
+            "only bound apps get unionids"
+        );
     }
 }

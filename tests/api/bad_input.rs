@@ -1,9 +1,10 @@
 //! Every mistake a client can make gets a 4xx with the JSON error body, and changes nothing.
 
 use crate::both_stores;
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, settings, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 both_stores!(
     malformed_bodies_and_unknown_routes_get_json_errors,
@@ -278,4 +279,30 @@ async fn forwarded_scans_are_refused(backend: Backend) {
         StatusCode::OK,
         "the refused scan did not spend the code"
     );
+}
+
+#[tokio::test]
+async fn websockets_from_other_origins_are_refused() {
+    let mut settings = settings(Backend::Memory);
+    settings.connections[0].allowed_origins = vec!["https://shop.example".into()];
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let url = format!(
+        "{}/v1/login-sessions/{}/ws?secret={}",
+        app.base.replacen("http", "ws", 1),
+        pc.id,
+        pc.secret
+    );
+    for (origin, allowed) in [("https://evil.example", false), ("https://shop.example", true)] {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert("Origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => assert!(allowed, "{origin} was let in"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert!(!allowed, "{origin} was refused");
+                assert_eq!(response.status(), 403);
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
 }

@@ -47,3 +47,30 @@ async fn a_socket_on_one_instance_is_pushed_a_confirmation_made_on_another() {
     // One token fetch served both instances.
     assert_eq!(a.sim_calls("stable_token").await, 1);
 }
+
+#[tokio::test]
+async fn a_dropped_event_subscription_is_reopened_and_nothing_is_missed() {
+    let app = spawn_app_with(settings(Backend::Redis)).await;
+    let pc = app.start().await;
+    let mut socket = app.socket(&pc).await;
+    assert_eq!(socket.next_json().await["status"], "pending");
+
+    // Redis drops every subscriber connection (a failover, a restart, a network cut).
+    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+
+    app.scan(&pc, "oscar").await;
+    assert_eq!(
+        socket.next_json().await["status"],
+        "scanned",
+        "pushed through the new subscription or the resync"
+    );
+}
