@@ -141,6 +141,11 @@ pub fn spawn_simulator() -> String {
     base
 }
 
+/// Sends the request and reads its JSON answer.
+pub async fn fetch_json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// A session as the PC page holds it.
 pub struct PcSession {
     pub id: String,
@@ -194,16 +199,7 @@ impl TestApp {
 
     async fn mint(&self, what: &str, body: Value) -> String {
         let url = format!("{}/_sim/{what}", self.wechat);
-        let answer: Value = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = fetch_json(self.http.post(url).json(&body)).await;
         answer["code"].as_str().expect("a code").to_owned()
     }
 
@@ -264,15 +260,7 @@ impl TestApp {
     }
 
     pub async fn sim_calls(&self, api: &str) -> u64 {
-        let stats: Value = self
-            .http
-            .get(format!("{}/_sim/stats", self.wechat))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = fetch_json(self.http.get(format!("{}/_sim/stats", self.wechat))).await;
         stats["calls"][api].as_u64().unwrap_or(0)
     }
 

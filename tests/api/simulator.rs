@@ -1,7 +1,7 @@
 //! The simulator answers as WeChat does: HTTP 200 with errcode bodies, token rotation rules,
 //! single-use codes, scene and page checks.
 
-use crate::helpers::spawn_simulator;
+use crate::helpers::{fetch_json, spawn_simulator};
 use qrlogin_relay::sandbox::{SANDBOX_APP_SECRET, SANDBOX_APPID};
 use serde_json::{Value, json};
 
@@ -35,14 +35,7 @@ impl Sim {
     }
 
     async fn get_json(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        fetch_json(self.http.get(format!("{}{path}", self.base))).await
     }
 
     async fn stable_token(&self, force: bool) -> String {

@@ -2,7 +2,7 @@
 //! and WeChat's failures mapped to clear relay errors.
 
 use crate::both_stores;
-use crate::helpers::{Backend, settings, spawn_app, spawn_app_with, spawn_simulator};
+use crate::helpers::{Backend, fetch_json, settings, spawn_app, spawn_app_with, spawn_simulator};
 use qrlogin_relay::config::{Secret, WeChatApp};
 use qrlogin_relay::sandbox::{SANDBOX_APP_SECRET, SANDBOX_APPID};
 use qrlogin_relay::store::SessionStore;
@@ -102,15 +102,7 @@ async fn the_client_speaks_the_wire_format() {
     let http = reqwest::Client::new();
     let mint = async |appid: &str, user: &str| {
         let body = json!({ "appid": appid, "user": user });
-        let answer: serde_json::Value = http
-            .post(format!("{simulator}/_sim/login-code"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = fetch_json(http.post(format!("{simulator}/_sim/login-code")).json(&body)).await;
         answer["code"].as_str().unwrap().to_owned()
     };
 
