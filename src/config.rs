@@ -89,6 +89,29 @@ pub struct ConnectionSettings {
     /// Accept scans of a forwarded or saved image (launch scenes 1048/1049). Off by default.
     #[serde(default)]
     pub allow_forwarded_scans: bool,
+    /// `sun` (WeChat's mini-program code) or `link` (a standard QR code of `link_prefix` + id,
+    /// opened by WeChat's "scan ordinary QR codes to open the mini-program" rule).
+    #[serde(default)]
+    pub code_type: CodeType,
+    /// For `link` codes: an absolute URL, or a path (`/q/`) on this relay's public base URL.
+    pub link_prefix: Option<String>,
+    /// The sun code's centre disc, as a fraction of its width.
+    #[serde(default = "default_disc_ratio")]
+    pub disc_ratio: f32,
+    /// Sun codes kept ready (pre-fetched for pre-minted ids), shared by all instances.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Refill the pool when fewer than this many are left.
+    #[serde(default = "default_pool_low_water")]
+    pub pool_low_water: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeType {
+    #[default]
+    Sun,
+    Link,
 }
 
 fn default_listen() -> String {
@@ -118,6 +141,15 @@ fn default_code_width() -> u32 {
 fn default_session_ttl() -> u64 {
     120
 }
+fn default_disc_ratio() -> f32 {
+    crate::codes::DEFAULT_DISC_RATIO
+}
+fn default_pool_size() -> usize {
+    32
+}
+fn default_pool_low_water() -> usize {
+    8
+}
 
 /// A WeChat app's credentials.
 #[derive(Debug, Clone)]
@@ -141,6 +173,20 @@ pub struct Connection {
     pub session_ttl_secs: u64,
     pub allowed_origins: Vec<String>,
     pub allow_forwarded_scans: bool,
+    pub code: CodeSettings,
+}
+
+/// How a connection's codes are made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodeSettings {
+    Sun {
+        disc_ratio: f32,
+        pool_size: usize,
+        pool_low_water: usize,
+    },
+    Link {
+        prefix: String,
+    },
 }
 
 impl Connection {
@@ -160,6 +206,10 @@ pub struct Connections {
 impl Connections {
     pub fn get(&self, identifier: &str) -> Option<&Arc<Connection>> {
         self.by_id.get(identifier)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Connection>> {
+        self.by_id.values()
     }
 
     pub fn default_connection(&self) -> Option<&Arc<Connection>> {
@@ -209,13 +259,14 @@ impl Settings {
     }
 
     /// Checks every connection and prepares it (reads secret files, decodes the logo).
-    pub fn connections(&self) -> Result<Connections, ConfigError> {
+    /// `public_base_url` completes relative link prefixes.
+    pub fn connections(&self, public_base_url: &str) -> Result<Connections, ConfigError> {
         if self.connections.is_empty() {
             return Err(ConfigError("the config names no connection".into()));
         }
         let mut by_id = HashMap::new();
         for c in &self.connections {
-            let connection = c.resolve()?;
+            let connection = c.resolve(public_base_url)?;
             if by_id.insert(c.identifier.clone(), Arc::new(connection)).is_some() {
                 return Err(ConfigError(format!(
                     "connection {:?} is defined twice",
@@ -237,7 +288,7 @@ impl Settings {
 }
 
 impl ConnectionSettings {
-    fn resolve(&self) -> Result<Connection, ConfigError> {
+    fn resolve(&self, public_base_url: &str) -> Result<Connection, ConfigError> {
         let id = &self.identifier;
         let err = |what: String| ConfigError(format!("connection {id:?}: {what}"));
         if !is_valid_identifier(id) {
@@ -265,6 +316,36 @@ impl ConnectionSettings {
         if !(1..=3600).contains(&self.session_ttl_secs) {
             return Err(err("session_ttl_secs must be between 1 and 3600".into()));
         }
+        let code = match self.code_type {
+            CodeType::Sun => {
+                if !(0.1..=0.6).contains(&self.disc_ratio) {
+                    return Err(err("disc_ratio must be between 0.1 and 0.6".into()));
+                }
+                if (self.pool_size > 0 && self.pool_low_water > self.pool_size) || self.pool_size > 10_000 {
+                    return Err(err(
+                        "pool_low_water must not exceed pool_size (at most 10000; 0 turns the pool off)"
+                            .into(),
+                    ));
+                }
+                CodeSettings::Sun {
+                    disc_ratio: self.disc_ratio,
+                    pool_size: self.pool_size,
+                    pool_low_water: self.pool_low_water,
+                }
+            }
+            CodeType::Link => {
+                let prefix = match self.link_prefix.as_deref() {
+                    Some(p) if p.starts_with('/') => format!("{}{p}", public_base_url.trim_end_matches('/')),
+                    Some(p) if p.starts_with("https://") || p.starts_with("http://") => p.to_owned(),
+                    _ => {
+                        return Err(err(
+                            "code_type = \"link\" needs link_prefix, a URL or a /path".into()
+                        ));
+                    }
+                };
+                CodeSettings::Link { prefix }
+            }
+        };
         let app_secret = read_secret(&self.app_secret, &self.app_secret_file)
             .map_err(|e| err(format!("app_secret: {e}")))?;
         let backend_secret = read_secret(&self.backend_secret, &self.backend_secret_file)
@@ -293,6 +374,7 @@ impl ConnectionSettings {
             session_ttl_secs: self.session_ttl_secs,
             allowed_origins: self.allowed_origins.clone(),
             allow_forwarded_scans: self.allow_forwarded_scans,
+            code,
         })
     }
 }
@@ -344,7 +426,7 @@ mod tests {
     #[test]
     fn a_minimal_config_resolves_with_defaults_and_redacts_secrets() {
         let settings = parse(GOOD).unwrap();
-        let connections = settings.connections().unwrap();
+        let connections = settings.connections("http://relay").unwrap();
         let shop = connections.default_connection().unwrap();
         assert_eq!(shop.identifier, "shop");
         assert_eq!(shop.session_ttl_secs, 120);
@@ -359,7 +441,7 @@ mod tests {
         assert!(
             parse(&bad_appid)
                 .unwrap()
-                .connections()
+                .connections("http://relay")
                 .unwrap_err()
                 .0
                 .contains("appid")
@@ -368,7 +450,7 @@ mod tests {
         assert!(
             parse(&bad_id)
                 .unwrap()
-                .connections()
+                .connections("http://relay")
                 .unwrap_err()
                 .0
                 .contains("identifier")
@@ -377,7 +459,7 @@ mod tests {
         assert!(
             parse(&no_secret)
                 .unwrap()
-                .connections()
+                .connections("http://relay")
                 .unwrap_err()
                 .0
                 .contains("app_secret")

@@ -7,6 +7,8 @@ pub mod codes;
 pub mod config;
 pub mod error;
 pub mod id_token;
+pub mod metrics;
+pub mod pool;
 pub mod push;
 pub mod routes;
 pub mod sandbox;

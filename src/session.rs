@@ -193,9 +193,20 @@ pub struct ScannedBy {
 impl LoginSession {
     /// A new pending session; returns it with the raw browser secret, which only the browser keeps.
     pub fn start(connection: &str, client: ClientInfo, now: u64, ttl_secs: u64) -> (Self, String) {
+        Self::start_as(SceneId::random(), connection, client, now, ttl_secs)
+    }
+
+    /// A new pending session with an id minted earlier (its code was made ahead of time).
+    pub fn start_as(
+        id: SceneId,
+        connection: &str,
+        client: ClientInfo,
+        now: u64,
+        ttl_secs: u64,
+    ) -> (Self, String) {
         let secret = token::random_base62(32);
         let session = Self {
-            id: SceneId::random(),
+            id,
             connection: connection.to_owned(),
             status: Status::Pending,
             created_at: now,

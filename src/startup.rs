@@ -2,8 +2,10 @@
 
 use crate::config::{ConfigError, Settings};
 use crate::error;
+use crate::metrics::Metrics;
+use crate::pool::CodePool;
 use crate::push::Hub;
-use crate::routes::{self, AppState, ops::Metrics};
+use crate::routes::{self, AppState};
 use crate::sandbox::{self, Simulator};
 use crate::store::{SessionStore, StoreError};
 use crate::wechat::WeChatClient;
@@ -47,7 +49,8 @@ pub struct Application {
     port: u16,
     public_base_url: String,
     server: Server,
-    feed: tokio::task::JoinHandle<()>,
+    /// The event feed and the pool refiller: they stop with the server.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Error handlers shared by the relay and the standalone simulator: every extractor failure
@@ -65,7 +68,6 @@ pub fn json_errors(cfg: &mut web::ServiceConfig) {
 
 impl Application {
     pub async fn build(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
-        let connections = settings.connections().map_err(StartupError::Config)?;
         let local = listener.local_addr()?;
         let port = local.port();
         let public_base_url = settings
@@ -74,6 +76,9 @@ impl Application {
             .unwrap_or_else(|| format!("http://{local}"))
             .trim_end_matches('/')
             .to_owned();
+        let connections = settings
+            .connections(&public_base_url)
+            .map_err(StartupError::Config)?;
         let store = match &settings.redis_url {
             Some(url) => SessionStore::redis(url, &settings.key_prefix, settings.linger_secs)
                 .await
@@ -93,6 +98,10 @@ impl Application {
         let feed = store.subscribe().await.map_err(StartupError::Store)?;
         let feed = tokio::spawn(hub.clone().run(feed));
 
+        let metrics = Arc::new(Metrics::default());
+        let pool = Arc::new(CodePool::new(store.clone(), wechat.clone(), metrics.clone()));
+        let pooling = tokio::spawn(pool.clone().run(connections.all().cloned().collect()));
+
         let state = web::Data::new(AppState {
             connections,
             store,
@@ -100,7 +109,8 @@ impl Application {
             hub,
             public_base_url: public_base_url.clone(),
             ticket_ttl_secs: settings.ticket_ttl_secs,
-            metrics: Metrics::default(),
+            metrics,
+            pool,
         });
         let simulator = settings
             .mount_simulator
@@ -125,7 +135,7 @@ impl Application {
             port,
             public_base_url,
             server,
-            feed,
+            background: vec![feed, pooling],
         })
     }
 
@@ -137,10 +147,12 @@ impl Application {
         &self.public_base_url
     }
 
-    /// Serves until the server stops (Ctrl-C or SIGTERM), then stops the event feed.
+    /// Serves until the server stops (Ctrl-C or SIGTERM), then stops the background tasks.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.feed.abort();
+        for task in &self.background {
+            task.abort();
+        }
         result
     }
 }

@@ -25,8 +25,8 @@ pub fn random_base62(len: usize) -> String {
 }
 
 /// Hex SHA-256 of a token: what the stores keep instead of the raw value.
-pub fn hash(raw: &str) -> String {
-    let digest = Sha256::digest(raw.as_bytes());
+pub fn hash(raw: impl AsRef<[u8]>) -> String {
+    let digest = Sha256::digest(raw.as_ref());
     let mut out = String::with_capacity(64);
     for b in digest {
         out.push_str(&format!("{b:02x}"));

@@ -168,7 +168,7 @@ impl WeChatClient {
         app: &WeChatApp,
         request: &CodeRequest<'_>,
     ) -> Result<Vec<u8>, WeChatError> {
-        self.with_token(app, async |token: &str| {
+        self.with_token(app, |token: String| async move {
             let url = format!("{}/wxa/getwxacodeunlimit", self.base);
             let response = self
                 .http
@@ -213,7 +213,7 @@ impl WeChatClient {
         openid: &str,
     ) -> Result<Phone, WeChatError> {
         let response: PhoneResponse = self
-            .with_token(app, async |token: &str| {
+            .with_token(app, |token: String| async move {
                 let url = format!("{}/wxa/business/getuserphonenumber", self.base);
                 let body = json!({ "code": code, "openid": openid });
                 parse(
@@ -241,17 +241,18 @@ impl WeChatClient {
     }
 
     /// Runs `call` with the app's access token; on a stale-token answer, refreshes once and retries.
-    async fn with_token<T>(
-        &self,
-        app: &WeChatApp,
-        call: impl AsyncFn(&str) -> Result<T, WeChatError>,
-    ) -> Result<T, WeChatError> {
+    /// (`call` takes the token by value: futures borrowing a higher-ranked `&str` are not `Send`.)
+    async fn with_token<T, F, Fut>(&self, app: &WeChatApp, call: F) -> Result<T, WeChatError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, WeChatError>>,
+    {
         let token = self.access_token(app, None).await?;
-        match call(&token).await {
+        match call(token.clone()).await {
             Err(e) if e.is_stale_token() => {
                 tracing::info!(appid = %app.appid, "access token refused; refreshing once");
                 let fresh = self.access_token(app, Some(&token)).await?;
-                call(&fresh).await
+                call(fresh).await
             }
             other => other,
         }

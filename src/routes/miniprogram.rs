@@ -138,9 +138,9 @@ async fn cancel(
 /// The connection's round logo, for the mini-program's confirm screen.
 async fn logo(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let connection = state.connection(Some(&path))?;
-    let badge = connection.logo.badge(LOGO_SIDE);
+    let round = connection.logo.round_image(LOGO_SIDE);
     let mut png = Vec::new();
-    badge
+    round
         .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|_| ApiError::internal())?;
     Ok(HttpResponse::Ok()

@@ -4,17 +4,19 @@
 pub mod miniprogram;
 pub mod ops;
 pub mod pc;
+pub mod phone_page;
 pub mod tickets;
 pub mod ws;
 
 use crate::config::{Connection, Connections};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::pool::CodePool;
 use crate::push::Hub;
 use crate::session::{ClientInfo, LoginSession, SceneId};
 use crate::store::SessionStore;
 use crate::wechat::WeChatClient;
 use actix_web::{HttpRequest, web};
-use ops::Metrics;
 use std::sync::Arc;
 
 /// Everything a handler may use, built once at start and shared through `web::Data`.
@@ -26,7 +28,8 @@ pub struct AppState {
     /// Where browsers and phones reach this relay, without a trailing `/`.
     pub public_base_url: String,
     pub ticket_ttl_secs: u64,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    pub pool: Arc<CodePool>,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     pc::configure(cfg);
+    phone_page::configure(cfg);
     ws::configure(cfg);
     miniprogram::configure(cfg);
     tickets::configure(cfg);

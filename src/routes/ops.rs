@@ -4,35 +4,11 @@ use super::AppState;
 use crate::error::ApiError;
 use actix_web::{HttpResponse, web};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
-}
-
-#[derive(Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Default)]
-pub struct Metrics {
-    pub sessions_created: Counter,
-    pub scans: Counter,
-    pub confirmations: Counter,
-    pub cancellations: Counter,
-    pub redemptions: Counter,
-    pub websockets_opened: Counter,
 }
 
 async fn healthz() -> HttpResponse {

@@ -3,8 +3,8 @@
 use super::{AppState, authorize_browser, bearer, client_info, optional_json, scene_id};
 use crate::codes::BrandedCode;
 use crate::error::ApiError;
+use crate::pool::make_code;
 use crate::session::{LoginSession, Status, unix_now};
-use crate::wechat::CodeRequest;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -35,42 +35,21 @@ async fn create(
     let request: CreateRequest = optional_json(&body)?;
     let connection = state.connection(request.connection.as_deref())?.clone();
     let now = unix_now();
-    let (session, secret) = LoginSession::start(
-        &connection.identifier,
-        client_info(&req),
-        now,
-        connection.session_ttl_secs,
-    );
-    let id = session.id.clone();
-
-    let code_request = CodeRequest {
-        scene: id.as_str(),
-        page: connection.page.as_deref(),
-        check_path: connection.check_path,
-        env_version: &connection.env_version,
-        width: connection.code_width,
+    let (client, ttl) = (client_info(&req), connection.session_ttl_secs);
+    let (session, secret, png) = match state.pool.take(&connection).await? {
+        Some(pooled) => {
+            let (session, secret) =
+                LoginSession::start_as(pooled.id, &connection.identifier, client, now, ttl);
+            (session, secret, pooled.png)
+        }
+        None => {
+            let (session, secret) = LoginSession::start(&connection.identifier, client, now, ttl);
+            let code = make_code(&state.wechat, &connection, &session.id).await?;
+            (session, secret, code.png)
+        }
     };
-    let sun_code = state
-        .wechat
-        .unlimited_code(&connection.app, &code_request)
-        .await?;
-    let logo = connection.logo.clone();
-    // Image work is CPU-bound: keep it off the async workers.
-    let branded = web::block(move || BrandedCode::from_sun_code(&sun_code, &logo))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot brand the code");
-            ApiError::new(
-                actix_web::http::StatusCode::BAD_GATEWAY,
-                "code_unavailable",
-                "The login code could not be made; retry.",
-            )
-        })?;
-    state
-        .store
-        .put_code(&id, &branded.png, connection.session_ttl_secs)
-        .await?;
+    let id = session.id.clone();
+    state.store.put_code(&id, &png, ttl).await?;
     state.store.insert(&session).await?;
     state.metrics.sessions_created.inc();
 
@@ -82,7 +61,7 @@ async fn create(
         "status": Status::Pending,
         "connection": connection.identifier,
         "expires_at": session.expires_at,
-        "expires_in": connection.session_ttl_secs,
+        "expires_in": ttl,
         "code_url": format!("{base}/v1/login-sessions/{id}/code"),
         "ws_url": format!("{ws_base}/v1/login-sessions/{id}/ws"),
     })))
@@ -149,12 +128,30 @@ async fn cancel(
     Ok(HttpResponse::Ok().json(stored.session.browser_view()))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeQuery {
+    format: Option<String>,
+}
+
 /// The branded code: public (the id is in it anyway), cacheable until the session expires.
+/// PNG, or JPEG with `?format=jpeg`.
 async fn code(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
+    query: web::Query<CodeQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let jpeg = match query.format.as_deref() {
+        None | Some("png") => false,
+        Some("jpeg" | "jpg") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                "format must be png or jpeg.",
+            ));
+        }
+    };
     let id = scene_id(&path)?;
     let current = state.session(&id).await?;
     if current.session.status.is_final_for_browser() {
@@ -168,24 +165,31 @@ async fn code(
         .get_code(&id)
         .await?
         .ok_or_else(ApiError::session_not_found)?;
-    let etag = format!("\"{id}\"");
+    let etag = format!("\"{id}.{}\"", if jpeg { "jpeg" } else { "png" });
     let max_age = current.session.expires_at.saturating_sub(unix_now());
-    let cache = format!("private, max-age={max_age}");
-    let not_modified = req
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::ETAG, etag.clone()))
+        .insert_header((header::CACHE_CONTROL, format!("private, max-age={max_age}")));
+    if req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        == Some(etag.as_str());
-    let mut response = if not_modified {
-        HttpResponse::NotModified()
-    } else {
-        HttpResponse::Ok()
-    };
-    response
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::CACHE_CONTROL, cache));
-    if not_modified {
-        return Ok(response.finish());
+        == Some(etag.as_str())
+    {
+        return Ok(response
+            .status(actix_web::http::StatusCode::NOT_MODIFIED)
+            .finish());
     }
-    Ok(response.content_type("image/png").body(png))
+    if !jpeg {
+        return Ok(response.content_type("image/png").body(png));
+    }
+    let converted = web::block(move || BrandedCode::to_jpeg(&png))
+        .await
+        .map_err(|_| ApiError::internal())?;
+    let jpeg = converted.map_err(|e| {
+        tracing::error!(error = %e, "cannot convert a code to JPEG");
+        ApiError::internal()
+    })?;
+    Ok(response.content_type("image/jpeg").body(jpeg))
 }

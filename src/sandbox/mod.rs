@@ -3,7 +3,10 @@
 //! checks, sun-code images), plus `/_sim/*` control endpoints that mint what a phone would get.
 //! It is the newcomer's sandbox and what the tests talk to; it keeps its state in memory.
 
+mod settings;
 mod sun_code;
+
+pub use settings::sandbox_settings;
 
 use crate::config::is_valid_appid;
 use crate::token;
@@ -547,17 +550,15 @@ fn one() -> usize {
 }
 
 /// POST /_sim/fail-next {"api", "errcode", "times"?}: the next calls of `api` (token,
-/// stable_token, getwxacodeunlimit, jscode2session, getuserphonenumber) fail with `errcode`.
+/// stable_token, getwxacodeunlimit, jscode2session, getuserphonenumber) fail with `errcode`;
+/// `times: 0` stops injecting.
 async fn fail_next(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
     let Ok(request) = serde_json::from_slice::<FailNext>(&body) else {
         return control_error("expected {\"api\", \"errcode\", \"times\"?}");
     };
-    let mut state = sim.state();
-    state
-        .failures
-        .entry(request.api)
-        .or_default()
-        .extend(std::iter::repeat_n(request.errcode, request.times.min(1000)));
+    // Replaces what was queued for that API: `times: 0` clears it.
+    let failures = std::iter::repeat_n(request.errcode, request.times.min(1_000_000)).collect();
+    sim.state().failures.insert(request.api, failures);
     HttpResponse::Ok().json(json!({ "ok": true }))
 }
 
@@ -578,45 +579,6 @@ async fn revoke_tokens(sim: web::Data<Simulator>, body: web::Bytes) -> HttpRespo
 /// GET /_sim/stats: calls per API, for checking what the relay asked of WeChat.
 async fn stats(sim: web::Data<Simulator>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "calls": sim.state().calls }))
-}
-
-/// The sandbox's settings: the relay with a `default` connection on the sandbox mini-program,
-/// the simulator mounted on the same listener unless `wechat_api_base` points elsewhere.
-pub fn sandbox_settings(
-    listen: String,
-    redis_url: Option<String>,
-    wechat_api_base: Option<String>,
-    backend_secret: String,
-) -> crate::config::Settings {
-    use crate::config::{ConnectionSettings, Secret, Settings};
-    Settings {
-        listen,
-        public_base_url: None,
-        redis_url,
-        key_prefix: "qrlogin:".into(),
-        mount_simulator: wechat_api_base.is_none(),
-        wechat_api_base: wechat_api_base.unwrap_or_default(),
-        default_connection: Some("default".into()),
-        ticket_ttl_secs: 60,
-        linger_secs: 300,
-        connections: vec![ConnectionSettings {
-            identifier: "default".into(),
-            display_name: "Sandbox Mini Program".into(),
-            appid: SANDBOX_APPID.into(),
-            app_secret: Some(Secret::new(SANDBOX_APP_SECRET)),
-            app_secret_file: None,
-            backend_secret: Some(Secret::new(backend_secret)),
-            backend_secret_file: None,
-            logo: None,
-            page: Some(SANDBOX_PAGES[0].into()),
-            env_version: "release".into(),
-            check_path: true,
-            code_width: 430,
-            session_ttl_secs: 120,
-            allowed_origins: Vec::new(),
-            allow_forwarded_scans: false,
-        }],
-    }
 }
 
 #[cfg(test)]

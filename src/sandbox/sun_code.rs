@@ -2,7 +2,7 @@
 //! avatar, three "eyes"), drawn from a hash of the scene so every scene looks different. It
 //! cannot be scanned: nothing but WeChat can make a real one.
 
-use crate::codes::centre_disc;
+use crate::codes::{DEFAULT_DISC_RATIO, centre_disc};
 use image::{Rgba, RgbaImage};
 use sha2::{Digest, Sha256};
 use std::f32::consts::PI;
@@ -19,7 +19,7 @@ pub fn draw(scene: &str, width: u32, hyaline: bool, line: [u8; 3]) -> RgbaImage 
     let ink = Rgba([line[0], line[1], line[2], 255]);
     let w = width as f32;
     let centre = w / 2.0;
-    let (_, _, disc) = centre_disc(width);
+    let (_, _, disc) = centre_disc(width, DEFAULT_DISC_RATIO);
     let disc_r = disc as f32 / 2.0;
     let digest = Sha256::digest(scene.as_bytes());
     let lengths: Vec<f32> = (0..RAYS)

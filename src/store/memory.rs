@@ -3,7 +3,7 @@
 
 use super::{FeedItem, StoreError, Versioned};
 use crate::session::{LoginSession, SceneId, unix_now};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
@@ -25,6 +25,7 @@ struct Inner {
 struct State {
     sessions: HashMap<SceneId, (Versioned, u64)>,
     values: HashMap<String, (Vec<u8>, u64)>,
+    queues: HashMap<String, VecDeque<Vec<u8>>>,
     last_sweep: u64,
 }
 
@@ -132,6 +133,23 @@ impl MemoryStore {
     pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
         self.state()?.values.remove(key);
         Ok(())
+    }
+
+    pub async fn push_queue(&self, key: &str, items: &[Vec<u8>], _ttl_secs: u64) -> Result<(), StoreError> {
+        self.state()?
+            .queues
+            .entry(key.to_owned())
+            .or_default()
+            .extend(items.iter().cloned());
+        Ok(())
+    }
+
+    pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state()?.queues.get_mut(key).and_then(VecDeque::pop_front))
+    }
+
+    pub async fn queue_len(&self, key: &str) -> Result<usize, StoreError> {
+        Ok(self.state()?.queues.get(key).map_or(0, VecDeque::len))
     }
 
     pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {

@@ -178,6 +178,20 @@ impl SessionStore {
         dispatch!(self, s => s.delete_value(key).await)
     }
 
+    /// Appends to a shared queue (the code pools); the queue lives `ttl_secs` past its last push.
+    pub async fn push_queue(&self, key: &str, items: &[Vec<u8>], ttl_secs: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.push_queue(key, items, ttl_secs).await)
+    }
+
+    /// Takes the oldest item of a shared queue; each item goes to exactly one caller.
+    pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.pop_queue(key).await)
+    }
+
+    pub async fn queue_len(&self, key: &str) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.queue_len(key).await)
+    }
+
     /// Takes a lock shared by every instance for `ttl_ms` unless someone holds it.
     pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         dispatch!(self, s => s.try_lock(key, ttl_ms).await)

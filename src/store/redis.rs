@@ -167,6 +167,28 @@ impl RedisStore {
         bounded(conn.del::<_, ()>(self.value_key(key))).await
     }
 
+    pub async fn push_queue(&self, key: &str, items: &[Vec<u8>], ttl_secs: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.value_key(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .rpush(&key, items)
+            .ignore()
+            .expire(&key, ttl_secs.max(1) as i64)
+            .ignore();
+        bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(conn.lpop(self.value_key(key), None)).await
+    }
+
+    pub async fn queue_len(&self, key: &str) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(conn.llen(self.value_key(key))).await
+    }
+
     pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let set: Option<String> = bounded(

@@ -107,6 +107,10 @@ pub fn settings(backend: Backend) -> Settings {
     let mut settings = sandbox_settings("127.0.0.1:0".into(), redis, None, "sandbox".into());
     // Each test gets its own keys in the shared Redis.
     settings.key_prefix = format!("test-{}:", random_base62(10));
+    // No background code fetching, so tests can count WeChat calls; the pool tests turn it on.
+    for connection in &mut settings.connections {
+        connection.pool_size = 0;
+    }
     settings
 }
 

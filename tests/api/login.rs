@@ -109,7 +109,7 @@ async fn a_long_poll_returns_as_soon_as_the_state_changes(backend: Backend) {
 
 async fn expiry_is_pushed_to_a_waiting_socket(backend: Backend) {
     let mut settings = settings(backend);
-    settings.connections[0].session_ttl_secs = 1;
+    settings.connections[0].session_ttl_secs = 3;
     let app = spawn_app_with(settings).await;
     let pc = app.start().await;
     let mut socket = app.socket(&pc).await;

@@ -1,0 +1,256 @@
+//! Making codes, and keeping sun codes ready. WeChat's `getwxacodeunlimit` takes 100–300 ms
+//! and allows 5000 calls a minute per AppID, so each sun-code connection keeps a pool of codes
+//! fetched and branded ahead of time for pre-minted scene ids. The pool is a queue in the
+//! session store, so every instance draws from (and refills) the same one; a session normally
+//! starts with one pop, no WeChat call and no image work. An empty pool falls back to a live fetch.
+
+use crate::codes::{BrandedCode, CodeError};
+use crate::config::{CodeSettings, Connection};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::session::SceneId;
+use crate::store::{SessionStore, StoreError};
+use crate::wechat::{CodeRequest, WeChatClient, WeChatError};
+use actix_web::http::StatusCode;
+use futures_util::future::join_all;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Pooled codes are good forever (unlimited codes never expire); a pool left alone this long
+/// (its connection removed or changed) is dropped by the store.
+const POOL_TTL_SECS: u64 = 7 * 24 * 3600;
+const REFILL_LOCK_MS: u64 = 60_000;
+const REFILL_CONCURRENCY: usize = 4;
+/// Pools are checked this often even when nobody here took a code (other instances do).
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub enum CodeFailure {
+    WeChat(WeChatError),
+    Image(CodeError),
+    Store(StoreError),
+}
+
+impl fmt::Display for CodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodeFailure::WeChat(e) => write!(f, "{e}"),
+            CodeFailure::Image(e) => write!(f, "{e}"),
+            CodeFailure::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<CodeFailure> for ApiError {
+    fn from(e: CodeFailure) -> Self {
+        match e {
+            CodeFailure::WeChat(e) => e.into(),
+            CodeFailure::Store(e) => e.into(),
+            CodeFailure::Image(e) => {
+                tracing::error!(error = %e, "cannot make a code");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "code_unavailable",
+                    "The login code could not be made; retry.",
+                )
+            }
+        }
+    }
+}
+
+/// Makes the code for `id`: a sun code from WeChat with the logo pasted in (image work off the
+/// async workers), or a link QR code drawn here.
+pub async fn make_code(
+    wechat: &WeChatClient,
+    connection: &Connection,
+    id: &SceneId,
+) -> Result<BrandedCode, CodeFailure> {
+    match &connection.code {
+        CodeSettings::Link { prefix } => {
+            BrandedCode::link(&format!("{prefix}{id}"), &connection.logo).map_err(CodeFailure::Image)
+        }
+        CodeSettings::Sun { disc_ratio, .. } => {
+            let request = CodeRequest {
+                scene: id.as_str(),
+                page: connection.page.as_deref(),
+                check_path: connection.check_path,
+                env_version: &connection.env_version,
+                width: connection.code_width,
+            };
+            let sun_code = wechat
+                .unlimited_code(&connection.app, &request)
+                .await
+                .map_err(CodeFailure::WeChat)?;
+            let (logo, ratio) = (connection.logo.clone(), *disc_ratio);
+            tokio::task::spawn_blocking(move || BrandedCode::sun_code(&sun_code, &logo, ratio))
+                .await
+                .map_err(|e| CodeFailure::Image(CodeError(e.to_string())))?
+                .map_err(CodeFailure::Image)
+        }
+    }
+}
+
+/// A code made ahead of time, with the session id it was made for.
+pub struct PooledCode {
+    pub id: SceneId,
+    pub png: Vec<u8>,
+}
+
+impl PooledCode {
+    fn encode(&self) -> Vec<u8> {
+        [self.id.as_str().as_bytes(), &self.png].concat()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let id = SceneId::parse(std::str::from_utf8(bytes.get(..SceneId::LEN)?).ok()?)?;
+        Some(Self {
+            id,
+            png: bytes[SceneId::LEN..].to_vec(),
+        })
+    }
+}
+
+pub struct CodePool {
+    store: SessionStore,
+    wechat: WeChatClient,
+    metrics: Arc<Metrics>,
+    wake: Notify,
+}
+
+impl CodePool {
+    pub fn new(store: SessionStore, wechat: WeChatClient, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            wechat,
+            metrics,
+            wake: Notify::new(),
+        }
+    }
+
+    /// The pool of a connection, named by everything that shapes its codes: a changed logo,
+    /// page or size starts a new pool instead of serving stale codes.
+    fn key(connection: &Connection) -> String {
+        let shape = format!(
+            "{}|{:?}|{}|{}|{}|{:?}|{}",
+            connection.app.appid,
+            connection.page,
+            connection.env_version,
+            connection.check_path,
+            connection.code_width,
+            connection.code,
+            connection.logo.fingerprint
+        );
+        format!(
+            "code-pool:{}:{}",
+            connection.identifier,
+            &crate::token::hash(shape)[..12]
+        )
+    }
+
+    fn limits(connection: &Connection) -> Option<(usize, usize)> {
+        match connection.code {
+            CodeSettings::Sun {
+                pool_size,
+                pool_low_water,
+                ..
+            } if pool_size > 0 => Some((pool_size, pool_low_water)),
+            _ => None,
+        }
+    }
+
+    /// A pooled code for a new session, if the connection pools and the pool has one.
+    pub async fn take(&self, connection: &Connection) -> Result<Option<PooledCode>, StoreError> {
+        if Self::limits(connection).is_none() {
+            return Ok(None);
+        }
+        let taken = self
+            .store
+            .pop_queue(&Self::key(connection))
+            .await?
+            .as_deref()
+            .and_then(PooledCode::decode);
+        match taken {
+            Some(_) => self.metrics.pool_hits.inc(),
+            None => self.metrics.pool_misses.inc(),
+        }
+        // The refiller decides whether the pool is low.
+        self.wake.notify_one();
+        Ok(taken)
+    }
+
+    /// Fills the pool back to its size once it is below its low-water mark. One instance at a
+    /// time refills a pool (a store lock); returns how many codes it added.
+    pub async fn refill(&self, connection: &Connection) -> Result<usize, CodeFailure> {
+        let Some((size, low_water)) = Self::limits(connection) else {
+            return Ok(0);
+        };
+        let key = Self::key(connection);
+        let lock = format!("{key}:refill");
+        let have = self.store.queue_len(&key).await.map_err(CodeFailure::Store)?;
+        if have >= low_water.max(1)
+            || !self
+                .store
+                .try_lock(&lock, REFILL_LOCK_MS)
+                .await
+                .map_err(CodeFailure::Store)?
+        {
+            return Ok(0);
+        }
+        let (mut added, mut failure) = (0, None);
+        let mut missing = size - have;
+        while missing > 0 {
+            let batch = missing.min(REFILL_CONCURRENCY);
+            for result in join_all((0..batch).map(|_| self.add_one(connection, &key))).await {
+                match result {
+                    Ok(()) => added += 1,
+                    Err(e) => failure = Some(e),
+                }
+            }
+            missing -= batch;
+            if failure.is_some() {
+                break;
+            }
+        }
+        self.metrics.pool_refilled.add(added as u64);
+        self.store.delete_value(&lock).await.map_err(CodeFailure::Store)?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(added),
+        }
+    }
+
+    async fn add_one(&self, connection: &Connection, key: &str) -> Result<(), CodeFailure> {
+        let id = SceneId::random();
+        let code = make_code(&self.wechat, connection, &id).await?;
+        let pooled = PooledCode { id, png: code.png }.encode();
+        self.store
+            .push_queue(key, &[pooled], POOL_TTL_SECS)
+            .await
+            .map_err(CodeFailure::Store)
+    }
+
+    /// Keeps every pooling connection's pool filled until the task is dropped.
+    pub async fn run(self: Arc<Self>, connections: Vec<Arc<Connection>>) {
+        let pooling: Vec<_> = connections
+            .into_iter()
+            .filter(|c| Self::limits(c).is_some())
+            .collect();
+        if pooling.is_empty() {
+            return;
+        }
+        loop {
+            for connection in &pooling {
+                if let Err(e) = self.refill(connection).await {
+                    self.metrics.pool_refill_errors.inc();
+                    tracing::warn!(connection = %connection.identifier, error = %e, "code pool refill failed");
+                }
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(CHECK_EVERY) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The sandbox: the relay configured for the built-in simulator's mini-program.
+
+use super::{SANDBOX_APP_SECRET, SANDBOX_APPID, SANDBOX_PAGES};
+use crate::config::{CodeType, ConnectionSettings, Secret, Settings};
+
+/// The sandbox's settings: the relay with a `default` connection on the sandbox mini-program,
+/// the simulator mounted on the same listener unless `wechat_api_base` points elsewhere.
+pub fn sandbox_settings(
+    listen: String,
+    redis_url: Option<String>,
+    wechat_api_base: Option<String>,
+    backend_secret: String,
+) -> Settings {
+    let mini_program = ConnectionSettings {
+        identifier: "default".into(),
+        display_name: "Sandbox Mini Program".into(),
+        appid: SANDBOX_APPID.into(),
+        app_secret: Some(Secret::new(SANDBOX_APP_SECRET)),
+        app_secret_file: None,
+        backend_secret: Some(Secret::new(backend_secret)),
+        backend_secret_file: None,
+        logo: None,
+        page: Some(SANDBOX_PAGES[0].into()),
+        env_version: "release".into(),
+        check_path: true,
+        code_width: 430,
+        session_ttl_secs: 120,
+        allowed_origins: Vec::new(),
+        allow_forwarded_scans: false,
+        code_type: CodeType::Sun,
+        link_prefix: None,
+        disc_ratio: crate::codes::DEFAULT_DISC_RATIO,
+        pool_size: 16,
+        pool_low_water: 4,
+    };
+    // The same mini-program, opened by a standard QR code of `{public base}/q/{id}`.
+    let link = ConnectionSettings {
+        identifier: "link".into(),
+        display_name: "Sandbox Mini Program (link QR)".into(),
+        code_type: CodeType::Link,
+        link_prefix: Some("/q/".into()),
+        pool_size: 0,
+        ..mini_program.clone()
+    };
+    Settings {
+        listen,
+        public_base_url: None,
+        redis_url,
+        key_prefix: "qrlogin:".into(),
+        mount_simulator: wechat_api_base.is_none(),
+        wechat_api_base: wechat_api_base.unwrap_or_default(),
+        default_connection: Some("default".into()),
+        ticket_ttl_secs: 60,
+        linger_secs: 300,
+        connections: vec![mini_program, link],
+    }
+}
