@@ -217,7 +217,7 @@ fn now() -> u64 {
 }
 
 fn rid() -> String {
-    let hex = |n: usize| token::hash(&token::random_base62(8))[..n].to_owned();
+    let hex = |n: usize| token::hash(token::random_base62(8))[..n].to_owned();
     format!("{}-{}-{}", hex(8), hex(8), hex(8))
 }
 
@@ -513,7 +513,7 @@ fn mint(sim: &Simulator, body: &[u8], login: bool) -> HttpResponse {
     let code = if login {
         token::random_base62(32)
     } else {
-        token::hash(&token::random_base62(32))
+        token::hash(token::random_base62(32))
     };
     let grant = Grant {
         appid,
