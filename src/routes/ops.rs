@@ -23,44 +23,54 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let m = &state.metrics;
     let counters = [
+        ("sessions_created", "Login sessions created.", &m.sessions_created),
+        ("scans", "Codes scanned by the mini-program.", &m.scans),
+        ("confirmations", "Logins confirmed.", &m.confirmations),
         (
-            "qrlogin_sessions_created_total",
-            "Login sessions created.",
-            m.sessions_created.get(),
-        ),
-        (
-            "qrlogin_scans_total",
-            "Codes scanned by the mini-program.",
-            m.scans.get(),
-        ),
-        (
-            "qrlogin_confirmations_total",
-            "Logins confirmed.",
-            m.confirmations.get(),
-        ),
-        (
-            "qrlogin_cancellations_total",
+            "cancellations",
             "Logins cancelled on the phone.",
-            m.cancellations.get(),
+            &m.cancellations,
         ),
+        ("redemptions", "Tickets redeemed.", &m.redemptions),
         (
-            "qrlogin_redemptions_total",
-            "Tickets redeemed.",
-            m.redemptions.get(),
-        ),
-        (
-            "qrlogin_websockets_opened_total",
+            "websockets_opened",
             "Browser WebSockets opened.",
-            m.websockets_opened.get(),
+            &m.websockets_opened,
+        ),
+        (
+            "code_pool_hits",
+            "Sessions started from a pooled code.",
+            &m.pool_hits,
+        ),
+        (
+            "code_pool_misses",
+            "Sessions of pooling connections whose code was made on the request path.",
+            &m.pool_misses,
+        ),
+        (
+            "code_pool_refilled",
+            "Codes fetched and branded into a pool.",
+            &m.pool_refilled,
+        ),
+        (
+            "code_pool_refill_errors",
+            "Failed pool refills.",
+            &m.pool_refill_errors,
         ),
     ];
     let mut out = String::new();
-    for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    for (name, help, counter) in counters {
+        let name = format!("qrlogin_{name}_total");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            counter.get()
+        );
     }
     let _ = writeln!(
         out,
-        "# HELP qrlogin_waiting_sessions Sessions with a browser waiting on this instance.\n# TYPE qrlogin_waiting_sessions gauge\nqrlogin_waiting_sessions {}",
+        "# HELP qrlogin_waiting_sessions Sessions with a browser waiting on this instance.\n\
+         # TYPE qrlogin_waiting_sessions gauge\nqrlogin_waiting_sessions {}",
         state.hub.waiting()
     );
     HttpResponse::Ok()

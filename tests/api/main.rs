@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod codes;
 mod concurrency;
 mod helpers;
 mod login;
