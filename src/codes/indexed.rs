@@ -65,9 +65,11 @@ impl IndexedImage {
         encoder.set_color(png::ColorType::Indexed);
         encoder.set_depth(png::BitDepth::Eight);
         encoder.set_palette(palette);
+        // fdeflate's fast mode mostly codes runs of zero bytes; the Paeth filter turns a code's
+        // repeated rows and runs of one index into exactly that. Measured (benches/codes.rs):
+        // a 430 px sun code 76 KB unfiltered → 19 KB, a link code 57 KB → 6 KB, in 0.1–0.3 ms.
         encoder.set_compression(png::Compression::Fast);
-        // Filters rarely help palette images; skipping them is faster.
-        encoder.set_filter(png::Filter::NoFilter);
+        encoder.set_filter(png::Filter::Paeth);
         let fail = |e: png::EncodingError| CodeError(format!("cannot encode the code: {e}"));
         let mut writer = encoder.write_header().map_err(fail)?;
         writer.write_image_data(&self.pixels).map_err(fail)?;
