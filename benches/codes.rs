@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 400;
 
 /// Median time of `f` over `RUNS` runs, after a few to warm caches.
-fn median(mut f: impl FnMut()) -> Duration {
+fn time<T>(mut f: impl FnMut() -> T) -> Duration {
     for _ in 0..20 {
-        f();
+        black_box(f());
     }
     let mut times: Vec<Duration> = (0..RUNS)
         .map(|_| {
             let start = Instant::now();
-            f();
+            black_box(f());
             start.elapsed()
         })
         .collect();
@@ -64,63 +64,40 @@ fn codes() {
     let (_, _, diameter) = centre_disc(430, DEFAULT_DISC_RATIO);
     let round = logo.round_image(diameter);
     let url = "https://login.example.com/q/Gx1bK7pQ2mZr9TfA3cVwLd";
+    let brand = || BrandedCode::sun_code(&jpeg, &logo, DEFAULT_DISC_RATIO).unwrap();
+    let link = || BrandedCode::link(url, &logo).unwrap();
+    let fast = || fast_qr::QRBuilder::new(url).ecl(fast_qr::ECL::H).build().unwrap();
+    let version = (fast().size - 17) / 4;
 
     println!(
-        "\n| code work (input: a 430 px sun code JPEG, {:.1} KB) | median | size |",
+        "| code work (input: a 430 px sun code JPEG, {:.1} KB) | median | size |",
         jpeg.len() as f64 / 1000.0
     );
     println!("|---|---:|---:|");
-    let naive = naive_brand(&jpeg, &round);
+    let naive = naive_brand(&jpeg, &round).len();
     row(
         "sun code + logo, naive image pipeline (RGBA PNG)",
-        median(|| drop(black_box(naive_brand(&jpeg, &round)))),
-        Some(naive.len()),
+        time(|| naive_brand(&jpeg, &round)),
+        Some(naive),
     );
-    let ours = BrandedCode::sun_code(&jpeg, &logo, DEFAULT_DISC_RATIO).unwrap();
     row(
         "sun code + logo, relay (luma decode, palette PNG)",
-        median(|| {
-            drop(black_box(
-                BrandedCode::sun_code(&jpeg, &logo, DEFAULT_DISC_RATIO).unwrap(),
-            ))
-        }),
-        Some(ours.png.len()),
+        time(brand),
+        Some(brand().png.len()),
     );
-
-    let fast = fast_qr::QRBuilder::new(url).ecl(fast_qr::ECL::H).build().unwrap();
-    let version = (fast.size - 17) / 4;
+    let qrcode = || qrcode::QrCode::with_error_correction_level(url, qrcode::EcLevel::H).unwrap();
     row(
         &format!("QR matrix only, `qrcode` crate (version {version}, H)"),
-        median(|| {
-            drop(black_box(
-                qrcode::QrCode::with_error_correction_level(url, qrcode::EcLevel::H).unwrap(),
-            ))
-        }),
+        time(qrcode),
         None,
     );
-    row(
-        "QR matrix only, `qrcodegen`",
-        median(|| {
-            drop(black_box(
-                qrcodegen::QrCode::encode_text(url, qrcodegen::QrCodeEcc::High).unwrap(),
-            ))
-        }),
-        None,
-    );
-    row(
-        "QR matrix only, `fast_qr` (the relay's choice)",
-        median(|| {
-            drop(black_box(
-                fast_qr::QRBuilder::new(url).ecl(fast_qr::ECL::H).build().unwrap(),
-            ))
-        }),
-        None,
-    );
-    let link = BrandedCode::link(url, &logo).unwrap();
+    let qrcodegen = || qrcodegen::QrCode::encode_text(url, qrcodegen::QrCodeEcc::High).unwrap();
+    row("QR matrix only, `qrcodegen`", time(qrcodegen), None);
+    row("QR matrix only, `fast_qr` (the relay's choice)", time(fast), None);
     row(
         "link QR + logo, relay (matrix, palette PNG)",
-        median(|| drop(black_box(BrandedCode::link(url, &logo).unwrap()))),
-        Some(link.png.len()),
+        time(link),
+        Some(link().png.len()),
     );
 }
 

@@ -54,12 +54,15 @@ pub struct BrandedCode {
 impl BrandedCode {
     /// Pastes `logo` over the centre disc of a sun code (JPEG or PNG bytes, sniffed).
     pub fn sun_code(sun_code: &[u8], logo: &PreparedLogo, disc_ratio: f32) -> Result<Self, CodeError> {
-        let (width, height, luma) = decode_luma(sun_code)?;
+        let (width, height, mut pixels) = decode_luma(sun_code)?;
         let lut = grey_lut();
+        for p in &mut pixels {
+            *p = lut[*p as usize];
+        }
         let mut image = IndexedImage {
             width,
             height,
-            pixels: luma.iter().map(|l| lut[*l as usize]).collect(),
+            pixels,
         };
         let (left, top, diameter) = centre_disc(width.min(height), disc_ratio);
         let badge = logo.badge(diameter);
