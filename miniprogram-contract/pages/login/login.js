@@ -17,7 +17,9 @@ Page({
   data: { session: null, error: '', done: '' },
 
   onLoad(query) {
-    this.scene = decodeURIComponent(query.scene || '')
+    // A sun code carries the session id as `scene`; a link code carries the whole link as `q`.
+    const link = decodeURIComponent(query.q || '')
+    this.scene = query.scene ? decodeURIComponent(query.scene) : link.slice(link.lastIndexOf('/') + 1)
     const launchScene = wx.getLaunchOptionsSync().scene
     wx.login({
       success: ({ code }) =>
