@@ -10,9 +10,10 @@ use serde::Deserialize;
 use serde_json::json;
 use std::io::Cursor;
 
-/// Launch scenes of a code picked from a chat or the album: a forwarded image, the QRLJacking
-/// pattern. Refused unless the connection allows them.
-const FORWARDED_SCAN_SCENES: [u32; 2] = [1048, 1049];
+/// Launch scenes of a code picked from a chat or the album — a forwarded image, the QRLJacking
+/// pattern: 1048/1049 for sun codes, 1012/1013 for link QR codes. Refused unless the connection
+/// allows them.
+const FORWARDED_SCAN_SCENES: [u32; 4] = [1012, 1013, 1048, 1049];
 const LOGO_SIDE: u32 = 128;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
