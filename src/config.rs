@@ -44,6 +44,9 @@ pub struct Settings {
     pub key_prefix: String,
     #[serde(default = "default_wechat_api_base")]
     pub wechat_api_base: String,
+    /// Where browsers find WeChat's website-login page (`/connect/qrconnect`).
+    #[serde(default = "default_wechat_open_base")]
+    pub wechat_open_base: String,
     /// Used when a PC page names no connection; the first connection otherwise.
     pub default_connection: Option<String>,
     #[serde(default = "default_ticket_ttl")]
@@ -63,6 +66,13 @@ pub struct Settings {
 pub struct ConnectionSettings {
     /// Lower-case letters, digits and `-`, under 32 characters; fixed once chosen.
     pub identifier: String,
+    /// `mini_program` (our mini-program confirms) or `website` (an Open Platform website
+    /// application: WeChat's own QR page, `qrconnect`).
+    #[serde(default)]
+    pub kind: ConnectionKind,
+    /// Website connections: the origin registered with WeChat as the callback domain
+    /// (授权回调域); the relay's public base URL when absent.
+    pub redirect_origin: Option<String>,
     pub display_name: String,
     pub appid: String,
     pub app_secret: Option<Secret>,
@@ -108,6 +118,14 @@ pub struct ConnectionSettings {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+pub enum ConnectionKind {
+    #[default]
+    MiniProgram,
+    Website,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CodeType {
     #[default]
     Sun,
@@ -119,6 +137,9 @@ fn default_listen() -> String {
 }
 fn default_key_prefix() -> String {
     "qrlogin:".into()
+}
+fn default_wechat_open_base() -> String {
+    "https://open.weixin.qq.com".into()
 }
 fn default_wechat_api_base() -> String {
     "https://api.weixin.qq.com".into()
@@ -187,9 +208,18 @@ pub enum CodeSettings {
     Link {
         prefix: String,
     },
+    /// A website connection: WeChat's `qrconnect` page shows its own code, and sends the
+    /// browser back to `callback_url`.
+    QrConnect {
+        callback_url: String,
+    },
 }
 
 impl Connection {
+    pub fn is_website(&self) -> bool {
+        matches!(self.code, CodeSettings::QrConnect { .. })
+    }
+
     pub fn allows_origin(&self, origin: Option<&str>) -> bool {
         self.allowed_origins.is_empty()
             || origin.is_some_and(|o| self.allowed_origins.iter().any(|allowed| allowed == o))
@@ -256,6 +286,9 @@ impl Settings {
         if let Some(v) = var("QRLOGIN_WECHAT_API_BASE") {
             self.wechat_api_base = v;
         }
+        if let Some(v) = var("QRLOGIN_WECHAT_OPEN_BASE") {
+            self.wechat_open_base = v;
+        }
     }
 
     /// Checks every connection and prepares it (reads secret files, decodes the logo).
@@ -316,8 +349,15 @@ impl ConnectionSettings {
         if !(1..=3600).contains(&self.session_ttl_secs) {
             return Err(err("session_ttl_secs must be between 1 and 3600".into()));
         }
-        let code = match self.code_type {
-            CodeType::Sun => {
+        let code = match (self.kind, self.code_type) {
+            (ConnectionKind::Website, _) => {
+                let origin = self.redirect_origin.as_deref().unwrap_or(public_base_url).trim_end_matches('/');
+                if !(origin.starts_with("https://") || origin.starts_with("http://")) {
+                    return Err(err("redirect_origin must be an http(s) origin".into()));
+                }
+                CodeSettings::QrConnect { callback_url: format!("{origin}/v1/callbacks/wechat-website") }
+            }
+            (_, CodeType::Sun) => {
                 if !(0.1..=0.6).contains(&self.disc_ratio) {
                     return Err(err("disc_ratio must be between 0.1 and 0.6".into()));
                 }
@@ -333,7 +373,7 @@ impl ConnectionSettings {
                     pool_low_water: self.pool_low_water,
                 }
             }
-            CodeType::Link => {
+            (_, CodeType::Link) => {
                 let prefix = match self.link_prefix.as_deref() {
                     Some(p) if p.starts_with('/') => format!("{}{p}", public_base_url.trim_end_matches('/')),
                     Some(p) if p.starts_with("https://") || p.starts_with("http://") => p.to_owned(),

@@ -33,6 +33,7 @@ pub fn sign(claims: &IdTokenClaims<'_>, key: &[u8]) -> Option<String> {
         "openid": identity.openid,
         "unionid": identity.unionid,
         "appid": identity.appid,
+        "login_path": identity.path,
         "phone_number": identity.phone.as_ref().map(|p| &p.phone_number),
         "phone_number_verified": identity.phone.is_some(),
     });
@@ -66,6 +67,7 @@ mod tests {
     #[test]
     fn a_signed_token_verifies_with_its_key_only() {
         let identity = Identity {
+            path: crate::session::LoginPath::MiniProgram,
             openid: "o1".into(),
             unionid: Some("u1".into()),
             appid: "wx0123456789abcdef".into(),

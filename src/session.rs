@@ -90,9 +90,22 @@ pub struct Phone {
     pub country_code: String,
 }
 
+/// Which way the person logged in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginPath {
+    /// Scanned the relay's mini-program code and confirmed in the mini-program.
+    #[default]
+    MiniProgram,
+    /// Scanned WeChat's own QR on the website-app page (Open Platform `qrconnect`).
+    Website,
+}
+
 /// The WeChat identity a session resolves to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
+    #[serde(default)]
+    pub path: LoginPath,
     pub openid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unionid: Option<String>,
@@ -168,6 +181,9 @@ pub struct LoginSession {
     pub ticket: Option<Ticket>,
     /// When the session reached a terminal status (or confirmed): records linger after it.
     pub finished_at: Option<u64>,
+    /// Why it was cancelled, when WeChat (not a person) ended it: an error code.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 /// What the PC browser sees (GET, long-poll, WebSocket frames).
@@ -180,6 +196,9 @@ pub struct BrowserView {
     pub scanned: Option<ScannedBy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
+    /// With `cancelled`: the error that ended the login, when it was not a person's choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +236,7 @@ impl LoginSession {
             identity: None,
             ticket: None,
             finished_at: None,
+            failure: None,
         };
         (session, secret)
     }
@@ -335,6 +355,15 @@ impl LoginSession {
         Ok(())
     }
 
+    /// The login failed on WeChat's side (a denied authorization, a refused code): the session
+    /// ends `cancelled`, carrying `error` for the browser.
+    pub fn fail(&mut self, error: &str, now: u64) -> Result<(), TransitionError> {
+        self.ensure_waiting()?;
+        self.failure = Some(error.to_owned());
+        self.finish(Status::Cancelled, now);
+        Ok(())
+    }
+
     /// The browser gives up (the page was closed or refreshed). Cancelling twice is harmless.
     pub fn cancel_by_browser(&mut self, now: u64) -> Result<(), TransitionError> {
         match self.status {
@@ -380,6 +409,7 @@ impl LoginSession {
             expires_at: self.expires_at,
             scanned,
             ticket,
+            error: self.failure.clone(),
         }
     }
 
@@ -420,6 +450,7 @@ mod tests {
 
     fn who(openid: &str) -> Identity {
         Identity {
+            path: LoginPath::MiniProgram,
             openid: openid.into(),
             unionid: None,
             appid: "wx0000000000000001".into(),

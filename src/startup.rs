@@ -90,6 +90,11 @@ impl Application {
         } else {
             settings.wechat_api_base.clone()
         };
+        let wechat_open_base = if settings.mount_simulator {
+            format!("{public_base_url}/sandbox/wechat")
+        } else {
+            settings.wechat_open_base.trim_end_matches('/').to_owned()
+        };
         let wechat = WeChatClient::new(&wechat_base, store.clone())
             .map_err(|e| StartupError::WeChat(e.to_string()))?;
 
@@ -108,6 +113,7 @@ impl Application {
             wechat,
             hub,
             public_base_url: public_base_url.clone(),
+            wechat_open_base,
             ticket_ttl_secs: settings.ticket_ttl_secs,
             metrics,
             pool,

@@ -117,6 +117,27 @@ pub struct MiniProgramUser {
     pub unionid: Option<String>,
 }
 
+/// What `/sns/oauth2/access_token` grants for a website-login code.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebsiteGrant {
+    pub access_token: String,
+    pub openid: String,
+    #[serde(default)]
+    pub unionid: Option<String>,
+}
+
+/// `/sns/userinfo`: the person's public profile (gender and region are blank since 2021).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebsiteProfile {
+    pub openid: String,
+    #[serde(default)]
+    pub nickname: Option<String>,
+    #[serde(default)]
+    pub headimgurl: Option<String>,
+    #[serde(default)]
+    pub unionid: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
@@ -238,6 +259,25 @@ impl WeChatClient {
             pure_phone_number: info.pure_phone_number,
             country_code,
         })
+    }
+
+    /// Exchanges a website-login code (from `qrconnect`'s redirect) for the person's grant.
+    pub async fn website_grant(&self, app: &WeChatApp, code: &str) -> Result<WebsiteGrant, WeChatError> {
+        let url = format!("{}/sns/oauth2/access_token", self.base);
+        let query = [
+            ("appid", app.appid.as_str()),
+            ("secret", app.secret.expose()),
+            ("code", code),
+            ("grant_type", "authorization_code"),
+        ];
+        parse(&read(self.http.get(url).query(&query).send()).await?)
+    }
+
+    /// The profile a website grant may read.
+    pub async fn website_profile(&self, grant: &WebsiteGrant) -> Result<WebsiteProfile, WeChatError> {
+        let url = format!("{}/sns/userinfo", self.base);
+        let query = [("access_token", grant.access_token.as_str()), ("openid", &grant.openid), ("lang", "zh_CN")];
+        parse(&read(self.http.get(url).query(&query).send()).await?)
     }
 
     /// Runs `call` with the app's access token; on a stale-token answer, refreshes once and retries.

@@ -3,7 +3,7 @@
 
 use super::{AppState, scene_id};
 use crate::error::ApiError;
-use crate::session::{Identity, Ticket, unix_now};
+use crate::session::{Identity, LoginPath, Ticket, unix_now};
 use crate::token;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -45,6 +45,12 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
             "This code was opened from a forwarded or saved image; scan it from the computer screen.",
         ));
     }
+    if connection.is_website() {
+        return Err(ApiError::conflict(
+            "wrong_login_path",
+            "This login session is for WeChat's website login page, not the mini-program.",
+        ));
+    }
     // Refuse a finished session before spending the person's login code on it.
     current.session.ensure_waiting()?;
     let user = state
@@ -52,6 +58,7 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
         .code_to_session(&connection.app, &body.login_code)
         .await?;
     let identity = Identity {
+        path: LoginPath::MiniProgram,
         openid: user.openid,
         unionid: user.unionid,
         appid: connection.app.appid.clone(),

@@ -6,6 +6,7 @@ pub mod ops;
 pub mod pc;
 pub mod phone_page;
 pub mod tickets;
+pub mod website;
 pub mod ws;
 
 use crate::config::{Connection, Connections};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Where browsers and phones reach this relay, without a trailing `/`.
     pub public_base_url: String,
+    /// Where browsers find WeChat's website-login page.
+    pub wechat_open_base: String,
     pub ticket_ttl_secs: u64,
     pub metrics: Arc<Metrics>,
     pub pool: Arc<CodePool>,
@@ -62,6 +65,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     pc::configure(cfg);
     phone_page::configure(cfg);
     ws::configure(cfg);
+    website::configure(cfg);
     miniprogram::configure(cfg);
     tickets::configure(cfg);
     ops::configure(cfg);

@@ -36,35 +36,48 @@ async fn create(
     let connection = state.connection(request.connection.as_deref())?.clone();
     let now = unix_now();
     let (client, ttl) = (client_info(&req), connection.session_ttl_secs);
-    let (session, secret, png) = match state.pool.take(&connection).await? {
+    // A website connection has no code of ours: WeChat's own page shows one.
+    let pooled = if connection.is_website() { None } else { state.pool.take(&connection).await? };
+    let (session, secret, png) = match pooled {
         Some(pooled) => {
-            let (session, secret) =
-                LoginSession::start_as(pooled.id, &connection.identifier, client, now, ttl);
-            (session, secret, pooled.png)
+            let (session, secret) = LoginSession::start_as(pooled.id, &connection.identifier, client, now, ttl);
+            (session, secret, Some(pooled.png))
         }
         None => {
             let (session, secret) = LoginSession::start(&connection.identifier, client, now, ttl);
-            let code = make_code(&state.wechat, &connection, &session.id).await?;
-            (session, secret, code.png)
+            let png = if connection.is_website() {
+                None
+            } else {
+                Some(make_code(&state.wechat, &connection, &session.id).await?.png)
+            };
+            (session, secret, png)
         }
     };
     let id = session.id.clone();
-    state.store.put_code(&id, &png, ttl).await?;
+    if let Some(png) = &png {
+        state.store.put_code(&id, png, ttl).await?;
+    }
     state.store.insert(&session).await?;
     state.metrics.sessions_created.inc();
 
     let base = &state.public_base_url;
     let ws_base = base.replacen("http", "ws", 1);
-    Ok(HttpResponse::Created().json(json!({
+    let mut body = json!({
         "id": id,
         "secret": secret,
         "status": Status::Pending,
         "connection": connection.identifier,
         "expires_at": session.expires_at,
         "expires_in": ttl,
-        "code_url": format!("{base}/v1/login-sessions/{id}/code"),
         "ws_url": format!("{ws_base}/v1/login-sessions/{id}/ws"),
-    })))
+    });
+    if png.is_some() {
+        body["code_url"] = json!(format!("{base}/v1/login-sessions/{id}/code"));
+    } else {
+        // The page adds `?secret=…` (and `&mode=embed` for an iframe).
+        body["website_url"] = json!(format!("{base}/v1/login-sessions/{id}/website"));
+    }
+    Ok(HttpResponse::Created().json(body))
 }
 
 #[derive(Deserialize)]

@@ -53,6 +53,7 @@ async fn redeem(
     let id_token = id_token::sign(&claims, connection.backend_secret.expose().as_bytes());
     let phone = identity.phone.as_ref();
     let mut user = json!({
+            "path": identity.path,
             "openid": identity.openid,
             "unionid": identity.unionid,
             "phone_number": phone.map(|p| &p.phone_number),

@@ -25,6 +25,9 @@ use std::sync::{Mutex, MutexGuard};
 /// The sandbox mini-program, built in.
 pub const SANDBOX_APPID: &str = "wxa5d0b0c0ffee0001";
 pub const SANDBOX_APP_SECRET: &str = "5a4db0c0ffee0001sandbox0secret00";
+/// The sandbox website application (Open Platform), bound to the same account.
+pub const SANDBOX_WEBSITE_APPID: &str = "wxa5d0b0c0ffee0002";
+pub const SANDBOX_WEBSITE_APP_SECRET: &str = "5a4db0c0ffee0002sandbox0secret00";
 /// The Open Platform account the sandbox apps are bound to (so they get unionids).
 const SANDBOX_OPEN_ACCOUNT: &str = "sandbox-open-platform";
 /// The published pages of the sandbox mini-program (`miniprogram-contract/`'s app.json).
@@ -100,10 +103,15 @@ impl Simulator {
                 pages: Some(SANDBOX_PAGES.iter().map(|p| (*p).to_owned()).collect()),
             },
         );
-        Self {
-            state: Mutex::new(state),
-            token_ttl_secs,
-        }
+        state.apps.insert(
+            SANDBOX_WEBSITE_APPID.to_owned(),
+            SimApp {
+                secret: SANDBOX_WEBSITE_APP_SECRET.to_owned(),
+                open_account: Some(SANDBOX_OPEN_ACCOUNT.to_owned()),
+                pages: None,
+            },
+        );
+        Self { state: Mutex::new(state), token_ttl_secs }
     }
 
     fn state(&self) -> MutexGuard<'_, SimState> {

@@ -1,7 +1,7 @@
 //! The sandbox: the relay configured for the built-in simulator's mini-program.
 
-use super::{SANDBOX_APP_SECRET, SANDBOX_APPID, SANDBOX_PAGES};
-use crate::config::{CodeType, ConnectionSettings, Secret, Settings};
+use super::{SANDBOX_APP_SECRET, SANDBOX_APPID, SANDBOX_PAGES, SANDBOX_WEBSITE_APP_SECRET, SANDBOX_WEBSITE_APPID};
+use crate::config::{CodeType, ConnectionKind, ConnectionSettings, Secret, Settings};
 
 /// The sandbox's settings: the relay with a `default` connection on the sandbox mini-program,
 /// the simulator mounted on the same listener unless `wechat_api_base` points elsewhere.
@@ -13,6 +13,8 @@ pub fn sandbox_settings(
 ) -> Settings {
     let mini_program = ConnectionSettings {
         identifier: "default".into(),
+        kind: ConnectionKind::MiniProgram,
+        redirect_origin: None,
         display_name: "Sandbox Mini Program".into(),
         appid: SANDBOX_APPID.into(),
         app_secret: Some(Secret::new(SANDBOX_APP_SECRET)),
@@ -42,16 +44,28 @@ pub fn sandbox_settings(
         pool_size: 0,
         ..mini_program.clone()
     };
+    // The sandbox Open Platform account's website application: WeChat's own QR login page.
+    let website = ConnectionSettings {
+        identifier: "website".into(),
+        display_name: "Sandbox Website App".into(),
+        kind: ConnectionKind::Website,
+        appid: SANDBOX_WEBSITE_APPID.into(),
+        app_secret: Some(Secret::new(SANDBOX_WEBSITE_APP_SECRET)),
+        pool_size: 0,
+        ..mini_program.clone()
+    };
     Settings {
         listen,
         public_base_url: None,
         redis_url,
         key_prefix: "qrlogin:".into(),
         mount_simulator: wechat_api_base.is_none(),
+        // A standalone simulator serves WeChat's login page too; a mounted one is placed at start.
+        wechat_open_base: wechat_api_base.clone().unwrap_or_default(),
         wechat_api_base: wechat_api_base.unwrap_or_default(),
         default_connection: Some("default".into()),
         ticket_ttl_secs: 60,
         linger_secs: 300,
-        connections: vec![mini_program, link],
+        connections: vec![mini_program, link, website],
     }
 }

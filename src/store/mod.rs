@@ -174,6 +174,11 @@ impl SessionStore {
         dispatch!(self, s => s.get_value(key).await)
     }
 
+    /// Reads and deletes a value in one step: of concurrent callers, one gets it.
+    pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.take_value(key).await)
+    }
+
     pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.delete_value(key).await)
     }
