@@ -351,11 +351,17 @@ impl ConnectionSettings {
         }
         let code = match (self.kind, self.code_type) {
             (ConnectionKind::Website, _) => {
-                let origin = self.redirect_origin.as_deref().unwrap_or(public_base_url).trim_end_matches('/');
+                let origin = self
+                    .redirect_origin
+                    .as_deref()
+                    .unwrap_or(public_base_url)
+                    .trim_end_matches('/');
                 if !(origin.starts_with("https://") || origin.starts_with("http://")) {
                     return Err(err("redirect_origin must be an http(s) origin".into()));
                 }
-                CodeSettings::QrConnect { callback_url: format!("{origin}/v1/callbacks/wechat-website") }
+                CodeSettings::QrConnect {
+                    callback_url: format!("{origin}/v1/callbacks/wechat-website"),
+                }
             }
             (_, CodeType::Sun) => {
                 if !(0.1..=0.6).contains(&self.disc_ratio) {

@@ -68,9 +68,9 @@ pub async fn make_code(
     id: &SceneId,
 ) -> Result<BrandedCode, CodeFailure> {
     match &connection.code {
-        CodeSettings::QrConnect { .. } => {
-            Err(CodeFailure::Image(CodeError("a website connection shows WeChat's own code".into())))
-        }
+        CodeSettings::QrConnect { .. } => Err(CodeFailure::Image(CodeError(
+            "a website connection shows WeChat's own code".into(),
+        ))),
         CodeSettings::Link { prefix } => {
             BrandedCode::link(&format!("{prefix}{id}"), &connection.logo).map_err(CodeFailure::Image)
         }

@@ -276,7 +276,11 @@ impl WeChatClient {
     /// The profile a website grant may read.
     pub async fn website_profile(&self, grant: &WebsiteGrant) -> Result<WebsiteProfile, WeChatError> {
         let url = format!("{}/sns/userinfo", self.base);
-        let query = [("access_token", grant.access_token.as_str()), ("openid", &grant.openid), ("lang", "zh_CN")];
+        let query = [
+            ("access_token", grant.access_token.as_str()),
+            ("openid", &grant.openid),
+            ("lang", "zh_CN"),
+        ];
         parse(&read(self.http.get(url).query(&query).send()).await?)
     }
 

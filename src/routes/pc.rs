@@ -37,10 +37,15 @@ async fn create(
     let now = unix_now();
     let (client, ttl) = (client_info(&req), connection.session_ttl_secs);
     // A website connection has no code of ours: WeChat's own page shows one.
-    let pooled = if connection.is_website() { None } else { state.pool.take(&connection).await? };
+    let pooled = if connection.is_website() {
+        None
+    } else {
+        state.pool.take(&connection).await?
+    };
     let (session, secret, png) = match pooled {
         Some(pooled) => {
-            let (session, secret) = LoginSession::start_as(pooled.id, &connection.identifier, client, now, ttl);
+            let (session, secret) =
+                LoginSession::start_as(pooled.id, &connection.identifier, client, now, ttl);
             (session, secret, Some(pooled.png))
         }
         None => {

@@ -52,7 +52,12 @@ async fn start(
     let embed = match query.mode.as_deref() {
         None | Some("redirect") => false,
         Some("embed") => true,
-        Some(_) => return Err(ApiError::bad_request("invalid_mode", "mode must be redirect or embed.")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_mode",
+                "mode must be redirect or embed.",
+            ));
+        }
     };
     let id = scene_id(&path)?;
     let current = state.session(&id).await?;
@@ -63,20 +68,25 @@ async fn start(
 
     let login_state = token::random_base62(STATE_LEN);
     let ttl = current.session.expires_at.saturating_sub(unix_now()).max(1);
-    state.store.put_value(&state_key(&login_state), id.as_str().as_bytes(), ttl).await?;
+    state
+        .store
+        .put_value(&state_key(&login_state), id.as_str().as_bytes(), ttl)
+        .await?;
 
     let appid = &connection.app.appid;
     if embed {
-        return Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(json!({
-            "self_redirect": true,
-            "id": "wechat-login",
-            "appid": appid,
-            "scope": "snsapi_login",
-            "redirect_uri": redirect_uri,
-            "state": login_state,
-            "style": "black",
-            "href": "",
-        })));
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({
+                "self_redirect": true,
+                "id": "wechat-login",
+                "appid": appid,
+                "scope": "snsapi_login",
+                "redirect_uri": redirect_uri,
+                "state": login_state,
+                "style": "black",
+                "href": "",
+            })));
     }
     let location = format!(
         "{}/connect/qrconnect?appid={appid}&redirect_uri={}&response_type=code&scope=snsapi_login&state={login_state}#wechat_redirect",
@@ -99,7 +109,12 @@ struct CallbackQuery {
 /// a small page (it may be shown inside the PC page's iframe).
 async fn callback(state: web::Data<AppState>, query: web::Query<CallbackQuery>) -> HttpResponse {
     match complete(&state, &query).await {
-        Ok(()) => page(StatusCode::OK, "Logged in", "You are logged in. Return to the page on your computer.", "confirmed"),
+        Ok(()) => page(
+            StatusCode::OK,
+            "Logged in",
+            "You are logged in. Return to the page on your computer.",
+            "confirmed",
+        ),
         Err(failure) => page(failure.status, failure.title, &failure.message, "failed"),
     }
 }
@@ -112,7 +127,11 @@ struct Failure {
 
 impl Failure {
     fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
-        Self { status, title, message: message.into() }
+        Self {
+            status,
+            title,
+            message: message.into(),
+        }
     }
 }
 
@@ -130,10 +149,20 @@ async fn complete(state: &AppState, query: &CallbackQuery) -> Result<(), Failure
             "This login link was already used, has expired, or did not come from this site. Start again on your computer.",
         )
     };
-    let login_state = query.state.as_deref().filter(|s| s.len() == STATE_LEN).ok_or_else(bad_state)?;
+    let login_state = query
+        .state
+        .as_deref()
+        .filter(|s| s.len() == STATE_LEN)
+        .ok_or_else(bad_state)?;
     // Taking the state consumes it: a replayed callback finds nothing.
-    let bound = state.store.take_value(&state_key(login_state)).await.map_err(ApiError::from)?;
-    let id = bound.and_then(|b| SceneId::parse(&String::from_utf8_lossy(&b))).ok_or_else(bad_state)?;
+    let bound = state
+        .store
+        .take_value(&state_key(login_state))
+        .await
+        .map_err(ApiError::from)?;
+    let id = bound
+        .and_then(|b| SceneId::parse(&String::from_utf8_lossy(&b)))
+        .ok_or_else(bad_state)?;
     let current = state.session(&id).await?;
     let connection = state.connection_of(&current.session)?.clone();
     callback_url(&connection)?;
@@ -206,7 +235,10 @@ fn page(status: StatusCode, title: &str, message: &str, outcome: &str) -> HttpRe
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.

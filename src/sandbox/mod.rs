@@ -5,6 +5,7 @@
 
 mod settings;
 mod sun_code;
+mod website;
 
 pub use settings::sandbox_settings;
 pub use sun_code::draw as draw_sun_code;
@@ -34,6 +35,8 @@ const SANDBOX_OPEN_ACCOUNT: &str = "sandbox-open-platform";
 pub const SANDBOX_PAGES: [&str; 2] = ["pages/login/login", "pages/index/index"];
 
 const CODE_TTL_SECS: u64 = 300;
+/// Website-login codes last ten minutes.
+const WEBSITE_CODE_TTL_SECS: u64 = 600;
 /// How long a replaced token keeps working, as WeChat promises.
 const TOKEN_OVERLAP_SECS: u64 = 300;
 const FORCED_REFRESHES_PER_DAY: u32 = 20;
@@ -53,9 +56,29 @@ struct StableTokens {
     forced_today: u32,
 }
 
+#[derive(PartialEq, Eq)]
 enum GrantKind {
     Login,
     Phone(String),
+    Website,
+}
+
+/// Which kind of code an API takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Login,
+    Phone,
+    Website,
+}
+
+impl GrantKind {
+    fn want(&self) -> Want {
+        match self {
+            GrantKind::Login => Want::Login,
+            GrantKind::Phone(_) => Want::Phone,
+            GrantKind::Website => Want::Website,
+        }
+    }
 }
 
 struct Grant {
@@ -73,6 +96,8 @@ struct SimState {
     /// Every token that works, with its app and the time it stops working.
     tokens: HashMap<String, (String, u64)>,
     grants: HashMap<String, Grant>,
+    /// Website grants, by refresh token.
+    sns: HashMap<String, website::SnsGrant>,
     failures: HashMap<String, VecDeque<i64>>,
     calls: HashMap<String, u64>,
 }
@@ -111,11 +136,37 @@ impl Simulator {
                 pages: None,
             },
         );
-        Self { state: Mutex::new(state), token_ttl_secs }
+        Self {
+            state: Mutex::new(state),
+            token_ttl_secs,
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, SimState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mints a single-use code for `user` of `appid`, as the phone would receive it.
+    fn grant(&self, appid: String, user: String, kind: GrantKind) -> String {
+        // Phone codes look like WeChat's (64 hex digits); the others are opaque.
+        let code = match kind {
+            GrantKind::Phone(_) => token::hash(token::random_base62(32)),
+            GrantKind::Login | GrantKind::Website => token::random_base62(32),
+        };
+        let ttl = if kind == GrantKind::Website {
+            WEBSITE_CODE_TTL_SECS
+        } else {
+            CODE_TTL_SECS
+        };
+        let grant = Grant {
+            appid,
+            user,
+            kind,
+            expires_at: now() + ttl,
+            used: false,
+        };
+        self.state().grants.insert(code.clone(), grant);
+        code
     }
 
     /// Counts the call and consumes an injected failure for `api`, if one is queued.
@@ -170,36 +221,38 @@ impl SimState {
         (token, now + ttl)
     }
 
+    /// Spends a single-use code of kind `wanted` for `appid`: the user it was minted for, and
+    /// the phone number for phone codes. Each API answers misuse as WeChat does.
     fn redeem_grant(
         &mut self,
         code: &str,
         appid: &str,
-        login: bool,
+        wanted: Want,
         now: u64,
     ) -> Result<(String, Option<String>), SimError> {
-        let grant = self.grants.get_mut(code).ok_or((40029, "invalid code"))?;
-        let kind_ok = matches!(grant.kind, GrantKind::Login) == login;
-        if !kind_ok || now >= grant.expires_at {
-            return Err((40029, "invalid code"));
+        const INVALID: SimError = (40029, "invalid code");
+        let grant = self.grants.get_mut(code).ok_or(INVALID)?;
+        if grant.kind.want() != wanted || now >= grant.expires_at {
+            return Err(INVALID);
         }
         if grant.appid != appid {
-            return Err(if login {
-                (40029, "invalid code")
-            } else {
+            return Err(if wanted == Want::Phone {
                 (40013, "invalid appid")
+            } else {
+                INVALID
             });
         }
         if grant.used {
-            return Err(if login {
+            return Err(if wanted == Want::Login {
                 (40163, "code been used")
             } else {
-                (40029, "invalid code")
+                INVALID
             });
         }
         grant.used = true;
         let phone = match &grant.kind {
             GrantKind::Phone(p) => Some(p.clone()),
-            GrantKind::Login => None,
+            GrantKind::Login | GrantKind::Website => None,
         };
         Ok((grant.user.clone(), phone))
     }
@@ -273,7 +326,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/_sim/phone-code", web::post().to(mint_phone_code))
         .route("/_sim/fail-next", web::post().to(fail_next))
         .route("/_sim/revoke-tokens", web::post().to(revoke_tokens))
-        .route("/_sim/stats", web::get().to(stats));
+        .route("/_sim/stats", web::get().to(stats))
+        .configure(website::configure);
 }
 
 /// GET /cgi-bin/token: a new token each call; the previous one keeps working five minutes.
@@ -444,7 +498,7 @@ async fn code_to_session(sim: web::Data<Simulator>, req: HttpRequest) -> HttpRes
         }
         let mut state = sim.state();
         state.authenticate(get("appid"), get("secret"))?;
-        let (user, _) = state.redeem_grant(get("js_code"), get("appid"), true, now())?;
+        let (user, _) = state.redeem_grant(get("js_code"), get("appid"), Want::Login, now())?;
         let (openid, unionid) = state.identity(get("appid"), &user);
         let session_key = STANDARD.encode(&Sha256::digest(token::random_base62(16).as_bytes())[..16]);
         let mut answer = json!({ "openid": openid, "session_key": session_key });
@@ -461,7 +515,7 @@ async fn phone_number(sim: web::Data<Simulator>, req: HttpRequest, body: web::By
         let mut state = sim.state();
         let appid = state.app_of_token(query(&req).get("access_token").map(String::as_str), now())?;
         let body = json_body(&body)?;
-        let (user, phone) = state.redeem_grant(str_field(&body, "code"), &appid, false, now())?;
+        let (user, phone) = state.redeem_grant(str_field(&body, "code"), &appid, Want::Phone, now())?;
         let (openid, _) = state.identity(&appid, &user);
         if body.get("openid").is_some() && str_field(&body, "openid") != openid {
             return Err((40003, "invalid openid"));
@@ -493,56 +547,50 @@ struct MintRequest {
     phone: Option<String>,
 }
 
-fn mint(sim: &Simulator, body: &[u8], login: bool) -> HttpResponse {
+fn mint(sim: &Simulator, body: &[u8], want: Want) -> HttpResponse {
     let request: MintRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return control_error(&format!("expected {{\"appid\"?, \"user\", \"phone\"?}}: {e}")),
     };
-    let appid = request.appid.unwrap_or_else(|| SANDBOX_APPID.to_owned());
+    let default_app = if want == Want::Website {
+        SANDBOX_WEBSITE_APPID
+    } else {
+        SANDBOX_APPID
+    };
+    let appid = request.appid.unwrap_or_else(|| default_app.to_owned());
     if !is_valid_appid(&appid) || request.user.is_empty() || request.user.len() > 128 {
         return control_error("appid must be wx + 16 hex digits and user 1-128 characters");
     }
-    let kind = if login {
-        GrantKind::Login
-    } else {
-        let phone = request.phone.unwrap_or_else(|| {
-            let digits: String = token::hash(&request.user)
-                .bytes()
-                .filter(u8::is_ascii_digit)
-                .take(8)
-                .map(char::from)
-                .collect();
-            format!("138{digits:0<8}")
-        });
-        if !(5..=15).contains(&phone.len()) || !phone.bytes().all(|b| b.is_ascii_digit()) {
-            return control_error("phone must be 5-15 digits");
+    let kind = match want {
+        Want::Login => GrantKind::Login,
+        Want::Website => GrantKind::Website,
+        Want::Phone => {
+            let phone = request.phone.unwrap_or_else(|| {
+                let digits: String = token::hash(&request.user)
+                    .bytes()
+                    .filter(u8::is_ascii_digit)
+                    .take(8)
+                    .map(char::from)
+                    .collect();
+                format!("138{digits:0<8}")
+            });
+            if !(5..=15).contains(&phone.len()) || !phone.bytes().all(|b| b.is_ascii_digit()) {
+                return control_error("phone must be 5-15 digits");
+            }
+            GrantKind::Phone(phone)
         }
-        GrantKind::Phone(phone)
     };
-    let code = if login {
-        token::random_base62(32)
-    } else {
-        token::hash(token::random_base62(32))
-    };
-    let grant = Grant {
-        appid,
-        user: request.user,
-        kind,
-        expires_at: now() + CODE_TTL_SECS,
-        used: false,
-    };
-    sim.state().grants.insert(code.clone(), grant);
-    HttpResponse::Ok().json(json!({ "code": code }))
+    HttpResponse::Ok().json(json!({ "code": sim.grant(appid, request.user, kind) }))
 }
 
 /// POST /_sim/login-code {"appid"?, "user"}: what `wx.login` gives the mini-program.
 async fn mint_login_code(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
-    mint(&sim, &body, true)
+    mint(&sim, &body, Want::Login)
 }
 
 /// POST /_sim/phone-code {"appid"?, "user", "phone"?}: what the phone-number button gives.
 async fn mint_phone_code(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
-    mint(&sim, &body, false)
+    mint(&sim, &body, Want::Phone)
 }
 
 #[derive(Deserialize)]

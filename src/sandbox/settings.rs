@@ -1,6 +1,8 @@
 //! The sandbox: the relay configured for the built-in simulator's mini-program.
 
-use super::{SANDBOX_APP_SECRET, SANDBOX_APPID, SANDBOX_PAGES, SANDBOX_WEBSITE_APP_SECRET, SANDBOX_WEBSITE_APPID};
+use super::{
+    SANDBOX_APP_SECRET, SANDBOX_APPID, SANDBOX_PAGES, SANDBOX_WEBSITE_APP_SECRET, SANDBOX_WEBSITE_APPID,
+};
 use crate::config::{CodeType, ConnectionKind, ConnectionSettings, Secret, Settings};
 
 /// The sandbox's settings: the relay with a `default` connection on the sandbox mini-program,

@@ -132,7 +132,12 @@ impl MemoryStore {
 
     pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = unix_now();
-        Ok(self.state()?.values.remove(key).filter(|(_, until)| *until > now).map(|(v, _)| v))
+        Ok(self
+            .state()?
+            .values
+            .remove(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(v, _)| v))
     }
 
     pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {

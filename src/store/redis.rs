@@ -164,7 +164,12 @@ impl RedisStore {
 
     pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
-        bounded(redis::cmd("GETDEL").arg(self.value_key(key)).query_async(&mut conn)).await
+        bounded(
+            redis::cmd("GETDEL")
+                .arg(self.value_key(key))
+                .query_async(&mut conn),
+        )
+        .await
     }
 
     pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {

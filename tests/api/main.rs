@@ -9,4 +9,5 @@ mod helpers;
 mod login;
 mod multi_instance;
 mod simulator;
+mod website;
 mod wechat_client;
