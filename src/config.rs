@@ -54,6 +54,15 @@ pub struct Settings {
     /// How long finished sessions stay readable, so late pollers see `expired`, not 404.
     #[serde(default = "default_linger")]
     pub linger_secs: u64,
+    /// Login sessions one client IP may start per minute (0: no limit).
+    #[serde(default = "default_sessions_per_ip")]
+    pub sessions_per_ip_per_minute: u64,
+    /// Mini-program calls (scan, confirm, cancel) one WeChat user may make per minute (0: no limit).
+    #[serde(default = "default_calls_per_openid")]
+    pub calls_per_openid_per_minute: u64,
+    /// Proxies (exact addresses) whose `X-Forwarded-For` names the real client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Mount the WeChat simulator at `/sandbox/wechat` on the same listener.
     #[serde(default)]
     pub mount_simulator: bool,
@@ -137,6 +146,12 @@ fn default_listen() -> String {
 }
 fn default_key_prefix() -> String {
     "qrlogin:".into()
+}
+fn default_sessions_per_ip() -> u64 {
+    30
+}
+fn default_calls_per_openid() -> u64 {
+    20
 }
 fn default_wechat_open_base() -> String {
     "https://open.weixin.qq.com".into()

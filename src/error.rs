@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (seconds) with 429s.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -26,6 +28,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -51,6 +54,17 @@ impl ApiError {
 
     pub fn gone(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::GONE, code, message)
+    }
+
+    pub fn rate_limited(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests; slow down and retry later.",
+            )
+        }
     }
 
     pub fn session_not_found() -> Self {
@@ -91,7 +105,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(ErrorBody {
             error: self.code,
             message: &self.message,
         })

@@ -7,6 +7,7 @@ pub mod codes;
 pub mod config;
 pub mod error;
 pub mod id_token;
+pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod push;

@@ -2,6 +2,7 @@
 
 use crate::config::{ConfigError, Settings};
 use crate::error;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::pool::CodePool;
 use crate::push::Hub;
@@ -117,6 +118,11 @@ impl Application {
             ticket_ttl_secs: settings.ticket_ttl_secs,
             metrics,
             pool,
+            limits: RateLimits {
+                sessions_per_ip: settings.sessions_per_ip_per_minute,
+                calls_per_openid: settings.calls_per_openid_per_minute,
+            },
+            trusted_proxies: settings.trusted_proxies.clone(),
         });
         let simulator = settings
             .mount_simulator

@@ -57,6 +57,7 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
         .wechat
         .code_to_session(&connection.app, &body.login_code)
         .await?;
+    state.limits.mini_program_call(&state.store, &user.openid).await?;
     let identity = Identity {
         path: LoginPath::MiniProgram,
         openid: user.openid,
@@ -103,6 +104,10 @@ async fn confirm(
     let connection = state.connection_of(&current.session)?.clone();
     // Only the scanner may confirm: check before asking WeChat for the phone number.
     let scanner = current.session.check_scanner(&body.scan_token)?;
+    state
+        .limits
+        .mini_program_call(&state.store, &scanner.identity.openid)
+        .await?;
     let phone = state
         .wechat
         .phone_number(&connection.app, &body.phone_code, &scanner.identity.openid)

@@ -11,6 +11,7 @@ pub mod ws;
 
 use crate::config::{Connection, Connections};
 use crate::error::ApiError;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::pool::CodePool;
 use crate::push::Hub;
@@ -18,6 +19,7 @@ use crate::session::{ClientInfo, LoginSession, SceneId};
 use crate::store::SessionStore;
 use crate::wechat::WeChatClient;
 use actix_web::{HttpRequest, web};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Everything a handler may use, built once at start and shared through `web::Data`.
@@ -32,6 +34,9 @@ pub struct AppState {
     pub wechat_open_base: String,
     pub ticket_ttl_secs: u64,
     pub metrics: Arc<Metrics>,
+    pub limits: RateLimits,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
     pub pool: Arc<CodePool>,
 }
 
@@ -46,6 +51,35 @@ impl AppState {
     }
 
     /// The connection a stored session belongs to.
+    /// The requesting client as the confirm screen shows it: the TCP peer, or, when the peer is
+    /// a trusted proxy, the nearest untrusted address in `X-Forwarded-For`.
+    pub fn client_info(&self, req: &HttpRequest) -> ClientInfo {
+        let peer = req.peer_addr().map(|a| a.ip());
+        let forwarded = || {
+            let header = req.headers().get("x-forwarded-for")?.to_str().ok()?;
+            header
+                .rsplit(',')
+                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+                .find(|ip| !self.trusted_proxies.contains(ip))
+        };
+        let ip = match peer {
+            Some(p) if self.trusted_proxies.contains(&p) => forwarded().or(peer),
+            other => other,
+        };
+        let user_agent = req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(256)
+            .collect();
+        ClientInfo {
+            ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent,
+        }
+    }
+
     pub fn connection_of(&self, session: &LoginSession) -> Result<&Arc<Connection>, ApiError> {
         self.connections.get(&session.connection).ok_or_else(|| {
             ApiError::gone(
@@ -97,21 +131,6 @@ pub fn authorize_browser(session: &LoginSession, secret: &str) -> Result<(), Api
             "This secret does not open this login session.",
         ))
     }
-}
-
-/// The requesting client as the confirm screen shows it. The peer address is used (not
-/// `X-Forwarded-For`, which any client can write).
-pub fn client_info(req: &HttpRequest) -> ClientInfo {
-    let ip = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let user_agent = req
-        .headers()
-        .get(actix_web::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .chars()
-        .take(256)
-        .collect();
-    ClientInfo { ip, user_agent }
 }
 
 /// Parses a JSON body that may be empty (then `T::default()`).

@@ -1,6 +1,6 @@
 //! The PC browser's endpoints: start a session, show its code, read (or long-poll) it, cancel it.
 
-use super::{AppState, authorize_browser, bearer, client_info, optional_json, scene_id};
+use super::{AppState, authorize_browser, bearer, optional_json, scene_id};
 use crate::codes::BrandedCode;
 use crate::error::ApiError;
 use crate::pool::make_code;
@@ -35,7 +35,8 @@ async fn create(
     let request: CreateRequest = optional_json(&body)?;
     let connection = state.connection(request.connection.as_deref())?.clone();
     let now = unix_now();
-    let (client, ttl) = (client_info(&req), connection.session_ttl_secs);
+    let (client, ttl) = (state.client_info(&req), connection.session_ttl_secs);
+    state.limits.session_start(&state.store, &client.ip).await?;
     // A website connection has no code of ours: WeChat's own page shows one.
     let pooled = if connection.is_website() {
         None

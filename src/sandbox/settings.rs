@@ -68,6 +68,10 @@ pub fn sandbox_settings(
         default_connection: Some("default".into()),
         ticket_ttl_secs: 60,
         linger_secs: 300,
+        // Generous, so scripted walk-throughs are not throttled; still bounded.
+        sessions_per_ip_per_minute: 600,
+        calls_per_openid_per_minute: 120,
+        trusted_proxies: Vec::new(),
         connections: vec![mini_program, link, website],
     }
 }

@@ -162,6 +162,20 @@ impl MemoryStore {
         Ok(self.state()?.queues.get(key).map_or(0, VecDeque::len))
     }
 
+    pub async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
+        let now = unix_now();
+        let mut state = self.state()?;
+        let entry = state
+            .values
+            .entry(key.to_owned())
+            .or_insert_with(|| (Vec::new(), now + window_secs));
+        if entry.1 <= now {
+            *entry = (Vec::new(), now + window_secs);
+        }
+        entry.0.push(0);
+        Ok(entry.0.len() as u64)
+    }
+
     pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let now = unix_now();
         let mut state = self.state()?;

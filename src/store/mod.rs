@@ -197,6 +197,12 @@ impl SessionStore {
         dispatch!(self, s => s.queue_len(key).await)
     }
 
+    /// Counts one more event under `key` in a window of `window_secs` (fixed windows shared by
+    /// every instance); returns the count so far in this window.
+    pub async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.count(key, window_secs).await)
+    }
+
     /// Takes a lock shared by every instance for `ttl_ms` unless someone holds it.
     pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         dispatch!(self, s => s.try_lock(key, ttl_ms).await)

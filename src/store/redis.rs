@@ -17,6 +17,11 @@ redis.call('HSET', KEYS[1], 'v', '0', 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1";
 
+const COUNT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n";
+
 const COMPARE_AND_SET: &str = r"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
@@ -30,8 +35,14 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
     linger_secs: u64,
-    insert: Arc<Script>,
-    compare_and_set: Arc<Script>,
+    scripts: Arc<Scripts>,
+}
+
+/// The Lua scripts, loaded once per store.
+struct Scripts {
+    insert: Script,
+    compare_and_set: Script,
+    count: Script,
 }
 
 fn store_error(e: impl std::fmt::Display) -> StoreError {
@@ -62,8 +73,11 @@ impl RedisStore {
             conn,
             prefix: prefix.into(),
             linger_secs,
-            insert: Arc::new(Script::new(INSERT)),
-            compare_and_set: Arc::new(Script::new(COMPARE_AND_SET)),
+            scripts: Arc::new(Scripts {
+                insert: Script::new(INSERT),
+                compare_and_set: Script::new(COMPARE_AND_SET),
+                count: Script::new(COUNT),
+            }),
         };
         store.ping().await?;
         Ok(store)
@@ -100,7 +114,7 @@ impl RedisStore {
     pub async fn insert(&self, session: &LoginSession) -> Result<(), StoreError> {
         let json = serde_json::to_string(session).map_err(store_error)?;
         let mut conn = self.conn.clone();
-        let mut call = self.insert.key(self.session_key(&session.id));
+        let mut call = self.scripts.insert.key(self.session_key(&session.id));
         call.arg(json).arg(self.ttl_ms(session));
         let inserted: i64 = bounded(call.invoke_async(&mut conn)).await?;
         if inserted == 1 {
@@ -141,7 +155,7 @@ impl RedisStore {
         let json = serde_json::to_string(session).map_err(store_error)?;
         let event = serde_json::to_string(&stored).map_err(store_error)?;
         let mut conn = self.conn.clone();
-        let mut call = self.compare_and_set.key(self.session_key(&session.id));
+        let mut call = self.scripts.compare_and_set.key(self.session_key(&session.id));
         call.arg(expected)
             .arg(stored.version)
             .arg(json)
@@ -197,6 +211,13 @@ impl RedisStore {
     pub async fn queue_len(&self, key: &str) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
         bounded(conn.llen(self.value_key(key))).await
+    }
+
+    pub async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.count.key(self.value_key(key));
+        call.arg(window_secs.max(1));
+        bounded(call.invoke_async(&mut conn)).await
     }
 
     pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {

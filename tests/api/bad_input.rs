@@ -306,3 +306,68 @@ async fn websockets_from_other_origins_are_refused() {
         }
     }
 }
+
+both_stores!(floods_are_rate_limited);
+
+async fn floods_are_rate_limited(backend: Backend) {
+    let mut settings = settings(backend);
+    settings.sessions_per_ip_per_minute = 3;
+    let app = spawn_app_with(settings).await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let response = app.http.post(app.url("/v1/login-sessions")).send().await.unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            limited = Some((retry, response.json::<Value>().await.unwrap()));
+        }
+    }
+    // Six starts span at most two one-minute windows: the first three always pass, and some
+    // window sees a fourth.
+    assert!(
+        statuses[..3].iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    let (retry, body) = limited.expect("a flood is refused");
+    assert!((1..=60).contains(&retry));
+    assert_eq!(body["error"], "rate_limited");
+
+    // Mini-program calls are limited per WeChat user (five calls span at most two windows,
+    // so one window sees a third).
+    let mut settings = crate::helpers::settings(backend);
+    settings.calls_per_openid_per_minute = 2;
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let mut scans = Vec::new();
+    for _ in 0..5 {
+        scans.push(app.scan_as(&pc.id, "zed").await.0);
+    }
+    assert!(scans[..2].iter().all(|s| *s == StatusCode::OK), "{scans:?}");
+    assert!(scans.contains(&StatusCode::TOO_MANY_REQUESTS), "{scans:?}");
+}
+
+#[tokio::test]
+async fn the_client_ip_comes_from_trusted_proxies_only() {
+    for (trusted, expected) in [(false, "127.0.0.1"), (true, "203.0.113.5")] {
+        let mut settings = settings(Backend::Memory);
+        if trusted {
+            settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        }
+        let app = spawn_app_with(settings).await;
+        let response = app
+            .http
+            .post(app.url("/v1/login-sessions"))
+            .header("X-Forwarded-For", "198.51.100.1, 203.0.113.5")
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        let (_, scan) = app.scan_as(body["id"].as_str().unwrap(), "yara").await;
+        assert_eq!(scan["session"]["client"]["ip"], expected, "trusted: {trusted}");
+    }
+}
