@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod id_token;
 pub mod limits;
+pub mod markup;
 pub mod metrics;
 pub mod pool;
 pub mod push;

@@ -5,6 +5,7 @@
 use super::{AppState, authorize_browser, scene_id};
 use crate::config::{CodeSettings, Connection};
 use crate::error::ApiError;
+use crate::markup::{escape_html, url_encode};
 use crate::session::{Identity, LoginPath, SceneId, Ticket, unix_now};
 use crate::store::UpdateError;
 use crate::token;
@@ -225,31 +226,11 @@ fn page(status: StatusCode, title: &str, message: &str, outcome: &str) -> HttpRe
 <title>{title}</title><style>body{{font-family:system-ui,sans-serif;text-align:center;margin:3rem 1rem;color:#222}}p{{color:#555}}</style></head>
 <body><h1>{title}</h1><p>{message}</p>
 <script>if (window.parent !== window) window.parent.postMessage({{"qrlogin": "{outcome}"}}, "*");</script></body></html>"#,
-        title = escape(title),
-        message = escape(message),
+        title = escape_html(title),
+        message = escape_html(message),
     );
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -3,7 +3,7 @@
 //! an access token and a profile, with WeChat's shapes and error codes.
 
 use super::{GrantKind, SimError, Simulator, Want, derive_id, now, query, respond};
-use crate::routes::website::url_encode;
+use crate::markup::{escape_html as escape, url_encode};
 use crate::token;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -37,13 +37,6 @@ fn html(body: String) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(body)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// What WeChat shows for a bad link (wrong scope, bad AppID or redirect).
