@@ -26,6 +26,8 @@ struct State {
     sessions: HashMap<SceneId, (Versioned, u64)>,
     values: HashMap<String, (Vec<u8>, u64)>,
     queues: HashMap<String, VecDeque<Vec<u8>>>,
+    /// Rate-limit counters: count and the end of their window.
+    counters: HashMap<String, (u64, u64)>,
     last_sweep: u64,
 }
 
@@ -38,6 +40,7 @@ impl State {
         self.last_sweep = now;
         self.sessions.retain(|_, (_, keep_until)| *keep_until > now);
         self.values.retain(|_, (_, keep_until)| *keep_until > now);
+        self.counters.retain(|_, (_, until)| *until > now);
     }
 }
 
@@ -165,15 +168,15 @@ impl MemoryStore {
     pub async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
         let now = unix_now();
         let mut state = self.state()?;
-        let entry = state
-            .values
+        let (count, until) = state
+            .counters
             .entry(key.to_owned())
-            .or_insert_with(|| (Vec::new(), now + window_secs));
-        if entry.1 <= now {
-            *entry = (Vec::new(), now + window_secs);
+            .or_insert((0, now + window_secs));
+        if *until <= now {
+            (*count, *until) = (0, now + window_secs);
         }
-        entry.0.push(0);
-        Ok(entry.0.len() as u64)
+        *count += 1;
+        Ok(*count)
     }
 
     pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
