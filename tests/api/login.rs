@@ -229,3 +229,38 @@ async fn the_code_image_is_the_branded_sun_code(backend: Backend) {
         .unwrap();
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
 }
+
+both_stores!(operators_see_health_readiness_and_metrics);
+
+async fn operators_see_health_readiness_and_metrics(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let health: serde_json::Value = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready: serde_json::Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kind = match backend {
+        Backend::Memory => "memory",
+        Backend::Redis => "redis",
+    };
+    assert_eq!(
+        (ready["status"].as_str(), ready["store"].as_str()),
+        (Some("ready"), Some(kind))
+    );
+    app.start().await;
+    assert_eq!(app.metric("qrlogin_sessions_created_total").await, 1);
+}

@@ -207,7 +207,7 @@ async fn a_state_for_an_expired_session_is_refused() {
         .iter_mut()
         .find(|c| c.identifier == "website")
         .unwrap()
-        .session_ttl_secs = 2;
+        .session_ttl_secs = 3;
     let app = spawn_app_with(settings).await;
     let pc = start_website(&app).await;
     let callback = scan_on_wechat(&qrconnect_url(&pc).await, "dora", "allow").await;
