@@ -133,7 +133,7 @@ impl Application {
                 .configure(json_errors)
                 .configure(routes::configure);
             if let Some(simulator) = &simulator {
-                app = app.service(
+                app = app.route("/sandbox", web::get().to(sandbox::demo_page)).service(
                     web::scope("/sandbox/wechat")
                         .app_data(simulator.clone())
                         .configure(sandbox::configure),

@@ -315,6 +315,13 @@ fn str_field<'a>(body: &'a Value, name: &str) -> &'a str {
     body.get(name).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// `GET /sandbox`: a page that plays the PC page, the phone and the website backend at once.
+pub async fn demo_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("../../assets/sandbox.html"))
+}
+
 /// Mounts the simulator's routes (WeChat's paths, plus `/_sim/*`) on `cfg`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/cgi-bin/token", web::get().to(plain_token))
