@@ -264,3 +264,17 @@ async fn operators_see_health_readiness_and_metrics(backend: Backend) {
     app.start().await;
     assert_eq!(app.metric("qrlogin_sessions_created_total").await, 1);
 }
+
+#[tokio::test]
+async fn the_sandbox_serves_its_demo_page_and_production_does_not() {
+    let app = spawn_app(Backend::Memory).await;
+    let page = app.http.get(app.url("/sandbox")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("/v1/login-sessions"));
+
+    let mut production = settings(Backend::Memory);
+    production.mount_simulator = false;
+    production.wechat_api_base = crate::helpers::spawn_simulator();
+    let app = spawn_app_with(production).await;
+    assert_eq!(app.http.get(app.url("/sandbox")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+}
