@@ -62,7 +62,7 @@ async fn login_page(req: HttpRequest) -> HttpResponse {
     if !valid_login_link(&q) || param(&q, "response_type") != "code" {
         return unreachable_link();
     }
-    let hidden = ["appid", "redirect_uri", "state"]
+    let hidden = ["appid", "redirect_uri", "response_type", "scope", "state"]
         .map(|name| {
             format!(
                 r#"<input type="hidden" name="{name}" value="{}">"#,

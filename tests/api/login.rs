@@ -276,5 +276,8 @@ async fn the_sandbox_serves_its_demo_page_and_production_does_not() {
     production.mount_simulator = false;
     production.wechat_api_base = crate::helpers::spawn_simulator();
     let app = spawn_app_with(production).await;
-    assert_eq!(app.http.get(app.url("/sandbox")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.http.get(app.url("/sandbox")).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
 }

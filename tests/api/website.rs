@@ -51,11 +51,24 @@ async fn qrconnect_url(pc: &PcSession) -> String {
 
 /// The person scans WeChat's page as `user` (or denies); returns where WeChat sends the browser.
 async fn scan_on_wechat(qrconnect: &str, user: &str, action: &str) -> String {
-    let (page, query) = qrconnect.split_once('?').unwrap();
-    let query = query.trim_end_matches("#wechat_redirect");
+    // Submit the page's form as a browser would: its hidden fields, the user, the button.
     let html = reqwest::get(qrconnect).await.unwrap().text().await.unwrap();
-    assert!(html.contains(r#"action="qrconnect/scan""#), "{html}");
-    let scan = format!("{page}/scan?{query}&user={user}&action={action}");
+    assert!(
+        html.contains(r#"<form method="get" action="qrconnect/scan">"#),
+        "{html}"
+    );
+    let mut fields: Vec<String> = html
+        .split(r#"<input type="hidden" name=""#)
+        .skip(1)
+        .map(|input| {
+            let (name, rest) = input.split_once(r#"" value=""#).unwrap();
+            let value = rest.split_once('"').unwrap().0.replace("&amp;", "&");
+            format!("{name}={}", qrlogin_relay::markup::url_encode(&value))
+        })
+        .collect();
+    fields.push(format!("user={user}&action={action}"));
+    let page = qrconnect.split_once('?').unwrap().0;
+    let scan = format!("{page}/scan?{}", fields.join("&"));
     let response = no_redirects().get(scan).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FOUND);
     response.headers()["location"].to_str().unwrap().to_owned()
