@@ -22,8 +22,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// WeChat returns `state` verbatim; 24 random characters (143 bits) are plenty and short.
 const STATE_LEN: usize = 24;
 
+/// Only the state's hash is stored, like every other token the relay hands out.
 fn state_key(state: &str) -> String {
-    format!("website-state:{state}")
+    format!("website-state:{}", token::hash(state))
 }
 
 fn callback_url(connection: &Connection) -> Result<&str, ApiError> {
