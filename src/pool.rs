@@ -163,8 +163,22 @@ impl CodePool {
         }
     }
 
+    /// The id and code image for a new session: a pooled pair when there is one, else a code
+    /// made now. A website connection has no code of ours (WeChat's page shows one).
+    pub async fn next(&self, connection: &Connection) -> Result<(SceneId, Option<Vec<u8>>), CodeFailure> {
+        if connection.is_website() {
+            return Ok((SceneId::random(), None));
+        }
+        if let Some(pooled) = self.take(connection).await.map_err(CodeFailure::Store)? {
+            return Ok((pooled.id, Some(pooled.png)));
+        }
+        let id = SceneId::random();
+        let code = make_code(&self.wechat, connection, &id).await?;
+        Ok((id, Some(code.png)))
+    }
+
     /// A pooled code for a new session, if the connection pools and the pool has one.
-    pub async fn take(&self, connection: &Connection) -> Result<Option<PooledCode>, StoreError> {
+    async fn take(&self, connection: &Connection) -> Result<Option<PooledCode>, StoreError> {
         if Self::limits(connection).is_none() {
             return Ok(None);
         }

@@ -3,7 +3,6 @@
 use super::{AppState, authorize_browser, bearer, optional_json, scene_id};
 use crate::codes::BrandedCode;
 use crate::error::ApiError;
-use crate::pool::make_code;
 use crate::session::{LoginSession, Status, unix_now};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -37,28 +36,8 @@ async fn create(
     let now = unix_now();
     let (client, ttl) = (state.client_info(&req), connection.session_ttl_secs);
     state.limits.session_start(&state.store, &client.ip).await?;
-    // A website connection has no code of ours: WeChat's own page shows one.
-    let pooled = if connection.is_website() {
-        None
-    } else {
-        state.pool.take(&connection).await?
-    };
-    let (session, secret, png) = match pooled {
-        Some(pooled) => {
-            let (session, secret) =
-                LoginSession::start_as(pooled.id, &connection.identifier, client, now, ttl);
-            (session, secret, Some(pooled.png))
-        }
-        None => {
-            let (session, secret) = LoginSession::start(&connection.identifier, client, now, ttl);
-            let png = if connection.is_website() {
-                None
-            } else {
-                Some(make_code(&state.wechat, &connection, &session.id).await?.png)
-            };
-            (session, secret, png)
-        }
-    };
+    let (id, png) = state.pool.next(&connection).await?;
+    let (session, secret) = LoginSession::start_as(id, &connection.identifier, client, now, ttl);
     let id = session.id.clone();
     if let Some(png) = &png {
         state.store.put_code(&id, png, ttl).await?;
