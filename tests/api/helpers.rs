@@ -218,6 +218,18 @@ impl TestApp {
             .await
     }
 
+    /// `DELETE` the session as the browser holding `secret`.
+    pub async fn give_up(&self, session: &PcSession, secret: &str) -> StatusCode {
+        let url = self.url(&format!("/v1/login-sessions/{}", session.id));
+        self.http
+            .delete(url)
+            .bearer_auth(secret)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     pub async fn scan_as(&self, scene: &str, user: &str) -> (StatusCode, Value) {
         let login_code = self.login_code(user).await;
         self.post_json(

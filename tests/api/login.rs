@@ -1,7 +1,7 @@
 //! Whole logins, as a PC page, a mini-program and a website backend perform them.
 
 use crate::both_stores;
-use crate::helpers::{Backend, settings, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, fetch_json, settings, spawn_app, spawn_app_with};
 use qrlogin_relay::id_token;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -172,23 +172,8 @@ async fn a_cancel_on_the_phone_reaches_the_browser(backend: Backend) {
 async fn the_browser_can_give_up(backend: Backend) {
     let app = spawn_app(backend).await;
     let pc = app.start().await;
-    let url = app.url(&format!("/v1/login-sessions/{}", pc.id));
-    let wrong = app
-        .http
-        .delete(&url)
-        .bearer_auth("not-the-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let response = app
-        .http
-        .delete(&url)
-        .bearer_auth(&pc.secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.give_up(&pc, "not-the-secret").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.give_up(&pc, &pc.secret).await, StatusCode::OK);
     let (status, body) = app.scan_as(&pc.id, "erin").await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -234,25 +219,9 @@ both_stores!(operators_see_health_readiness_and_metrics);
 
 async fn operators_see_health_readiness_and_metrics(backend: Backend) {
     let app = spawn_app(backend).await;
-    let health: serde_json::Value = app
-        .http
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = fetch_json(app.http.get(app.url("/healthz"))).await;
     assert_eq!(health["status"], "ok");
-    let ready: serde_json::Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = fetch_json(app.http.get(app.url("/readyz"))).await;
     let kind = match backend {
         Backend::Memory => "memory",
         Backend::Redis => "redis",

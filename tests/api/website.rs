@@ -201,11 +201,7 @@ async fn bad_states_and_codes_change_nothing_or_say_why(backend: Backend) {
     // A state for a session the browser gave up on: refused, and the session stays cancelled.
     let pc = start_website(&app).await;
     let late = scan_on_wechat(&qrconnect_url(&pc).await, "carl", "allow").await;
-    let delete = app
-        .http
-        .delete(app.url(&format!("/v1/login-sessions/{}", pc.id)))
-        .bearer_auth(&pc.secret);
-    assert_eq!(delete.send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.give_up(&pc, &pc.secret).await, StatusCode::OK);
     let (status, page) = callback_page(&late).await;
     assert_eq!(status, StatusCode::GONE, "{page}");
     assert_eq!(app.get_session(&pc, "").await.1["status"], "cancelled");
