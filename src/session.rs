@@ -60,11 +60,6 @@ pub enum Status {
 }
 
 impl Status {
-    /// No transition leaves these.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Redeemed | Status::Cancelled | Status::Expired)
-    }
-
     /// The browser has nothing more to wait for: it holds a ticket, or the session is over.
     pub fn is_final_for_browser(self) -> bool {
         self != Status::Pending && self != Status::Scanned
@@ -210,13 +205,9 @@ pub struct ScannedBy {
 }
 
 impl LoginSession {
-    /// A new pending session; returns it with the raw browser secret, which only the browser keeps.
-    pub fn start(connection: &str, client: ClientInfo, now: u64, ttl_secs: u64) -> (Self, String) {
-        Self::start_as(SceneId::random(), connection, client, now, ttl_secs)
-    }
-
-    /// A new pending session with an id minted earlier (its code was made ahead of time).
-    pub fn start_as(
+    /// A new pending session under `id` (the scene its code was made for); returns it with
+    /// the raw browser secret, which only the browser keeps.
+    pub fn start(
         id: SceneId,
         connection: &str,
         client: ClientInfo,
@@ -245,12 +236,6 @@ impl LoginSession {
         token::matches_hash(raw, &self.secret_hash)
     }
 
-    pub fn verify_scan_token(&self, raw: &str) -> bool {
-        self.scanner
-            .as_ref()
-            .is_some_and(|s| token::matches_hash(raw, &s.scan_token_hash))
-    }
-
     /// Moves a pending or scanned session past its deadline to `expired`. Returns whether it did.
     pub fn expire_if_due(&mut self, now: u64) -> bool {
         let due = matches!(self.status, Status::Pending | Status::Scanned) && now >= self.expires_at;
@@ -269,9 +254,10 @@ impl LoginSession {
 
     /// Ok while the session still waits for a scan or a confirmation.
     pub fn ensure_waiting(&self) -> Result<(), TransitionError> {
-        match self.status {
-            Status::Pending | Status::Scanned => Ok(()),
-            other => Err(Self::refusal(other)),
+        if self.status.is_final_for_browser() {
+            Err(Self::refusal(self.status))
+        } else {
+            Ok(())
         }
     }
 
@@ -461,7 +447,7 @@ mod tests {
     }
 
     fn scanned(now: u64) -> (LoginSession, String) {
-        let (mut s, _) = LoginSession::start("default", client(), now, 120);
+        let (mut s, _) = LoginSession::start(SceneId::random(), "default", client(), now, 120);
         let scan_token = "scan-token".to_owned();
         s.scan(who("o1"), token::hash(&scan_token)).unwrap();
         (s, scan_token)
@@ -469,7 +455,7 @@ mod tests {
 
     #[test]
     fn a_full_login_walks_pending_scanned_confirmed_redeemed() {
-        let (mut s, secret) = LoginSession::start("default", client(), 1000, 120);
+        let (mut s, secret) = LoginSession::start(SceneId::random(), "default", client(), 1000, 120);
         assert!(s.verify_secret(&secret));
         assert!(!s.verify_secret("nope"));
         assert_eq!(s.status, Status::Pending);
@@ -496,9 +482,9 @@ mod tests {
     fn rescan_by_the_same_openid_is_idempotent_and_another_openid_is_refused() {
         let (mut s, _) = scanned(1000);
         s.scan(who("o1"), token::hash("t2")).unwrap();
-        assert!(s.verify_scan_token("t2"));
+        assert!(s.check_scanner("t2").is_ok());
         assert!(
-            !s.verify_scan_token("scan-token"),
+            s.check_scanner("scan-token").is_err(),
             "the new scan token replaces the old one"
         );
         assert_eq!(s.scan(who("o2"), token::hash("t3")), Err(TransitionError::Taken));
@@ -506,7 +492,7 @@ mod tests {
 
     #[test]
     fn confirm_needs_a_scan_and_the_scanners_token() {
-        let (mut s, _) = LoginSession::start("default", client(), 1000, 120);
+        let (mut s, _) = LoginSession::start(SceneId::random(), "default", client(), 1000, 120);
         let t = Ticket::issue(&s.id, 1000, 60);
         assert_eq!(
             s.confirm("x", who("o1"), t.clone(), 1000),

@@ -47,7 +47,6 @@ impl From<std::io::Error> for StartupError {
 }
 
 pub struct Application {
-    port: u16,
     public_base_url: String,
     server: Server,
     /// The event feed and the pool refiller: they stop with the server.
@@ -70,7 +69,6 @@ pub fn json_errors(cfg: &mut web::ServiceConfig) {
 impl Application {
     pub async fn build(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
         let local = listener.local_addr()?;
-        let port = local.port();
         let public_base_url = settings
             .public_base_url
             .clone()
@@ -144,15 +142,10 @@ impl Application {
         .listen(listener)?
         .run();
         Ok(Self {
-            port,
             public_base_url,
             server,
             background: vec![feed, pooling],
         })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     pub fn public_base_url(&self) -> &str {

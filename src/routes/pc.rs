@@ -37,8 +37,7 @@ async fn create(
     let (client, ttl) = (state.client_info(&req), connection.session_ttl_secs);
     state.limits.session_start(&state.store, &client.ip).await?;
     let (id, png) = state.pool.next(&connection).await?;
-    let (session, secret) = LoginSession::start_as(id, &connection.identifier, client, now, ttl);
-    let id = session.id.clone();
+    let (session, secret) = LoginSession::start(id.clone(), &connection.identifier, client, now, ttl);
     if let Some(png) = &png {
         state.store.put_code(&id, png, ttl).await?;
     }
