@@ -179,10 +179,6 @@ impl WeChatClient {
         })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// A sun code image (PNG or JPEG bytes) for `request.scene`.
     pub async fn unlimited_code(
         &self,
@@ -216,14 +212,8 @@ impl WeChatClient {
         app: &WeChatApp,
         js_code: &str,
     ) -> Result<MiniProgramUser, WeChatError> {
-        let url = format!("{}/sns/jscode2session", self.base);
-        let query = [
-            ("appid", app.appid.as_str()),
-            ("secret", app.secret.expose()),
-            ("js_code", js_code),
-            ("grant_type", "authorization_code"),
-        ];
-        parse(&read(self.http.get(url).query(&query).send()).await?)
+        self.exchange_code(app, "/sns/jscode2session", "js_code", js_code)
+            .await
     }
 
     /// Resolves a phone-number button code; `openid` makes WeChat check the code belongs to them.
@@ -263,14 +253,26 @@ impl WeChatClient {
 
     /// Exchanges a website-login code (from `qrconnect`'s redirect) for the person's grant.
     pub async fn website_grant(&self, app: &WeChatApp, code: &str) -> Result<WebsiteGrant, WeChatError> {
-        let url = format!("{}/sns/oauth2/access_token", self.base);
+        self.exchange_code(app, "/sns/oauth2/access_token", "code", code)
+            .await
+    }
+
+    /// `GET {path}?appid&secret&{code_param}=…&grant_type=authorization_code`: how both login
+    /// paths turn a person's one-time code into who they are.
+    async fn exchange_code<T: DeserializeOwned>(
+        &self,
+        app: &WeChatApp,
+        path: &str,
+        code_param: &str,
+        code: &str,
+    ) -> Result<T, WeChatError> {
         let query = [
             ("appid", app.appid.as_str()),
             ("secret", app.secret.expose()),
-            ("code", code),
+            (code_param, code),
             ("grant_type", "authorization_code"),
         ];
-        parse(&read(self.http.get(url).query(&query).send()).await?)
+        parse(&read(self.http.get(format!("{}{path}", self.base)).query(&query).send()).await?)
     }
 
     /// The profile a website grant may read.
