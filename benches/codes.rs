@@ -5,7 +5,7 @@
 
 use image::{DynamicImage, ImageFormat};
 use qrlogin_relay::codes::{BrandedCode, DEFAULT_DISC_RATIO, PreparedLogo, centre_disc};
-use qrlogin_relay::sandbox::{draw_sun_code, sandbox_settings};
+use qrlogin_relay::sandbox::{SandboxOptions, draw_sun_code, sandbox_settings};
 use qrlogin_relay::startup::Application;
 use std::hint::black_box;
 use std::io::Cursor;
@@ -135,7 +135,11 @@ async fn session_starts() {
     );
     println!("|---|---:|---:|");
     for pool_size in [STARTS + 10, 0] {
-        let mut settings = sandbox_settings("127.0.0.1:0".into(), None, None, "bench".into());
+        let mut settings = sandbox_settings(SandboxOptions {
+            listen: "127.0.0.1:0".into(),
+            backend_secret: "bench".into(),
+            ..SandboxOptions::default()
+        });
         settings.connections[0].pool_size = pool_size;
         settings.connections[0].pool_low_water = 0;
         let app = Application::build(settings, std::net::TcpListener::bind("127.0.0.1:0").unwrap())

@@ -102,9 +102,18 @@ pub struct ConnectionSettings {
     pub code_width: u32,
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
-    /// Origins allowed to open the WebSocket; any origin when empty.
+    /// Web origins (`https://shop.example.com`) whose pages may call the PC endpoints (CORS),
+    /// open the WebSocket and frame the hosted login page. The relay's own pages always may;
+    /// no other origin when empty.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Where the hosted login page may send the browser back with its ticket: exact URLs
+    /// (no prefixes, no wildcards); a `/path` is on this relay's public base URL.
+    #[serde(default)]
+    pub callback_urls: Vec<String>,
+    /// A mini-program connection may offer a website connection's QR beside its code: the
+    /// hosted page and `qrlogin.js` then show both as tabs.
+    pub companion: Option<String>,
     /// Accept scans of a forwarded or saved image (launch scenes 1048/1049). Off by default.
     #[serde(default)]
     pub allow_forwarded_scans: bool,
@@ -208,6 +217,8 @@ pub struct Connection {
     pub code_width: u32,
     pub session_ttl_secs: u64,
     pub allowed_origins: Vec<String>,
+    pub callback_urls: Vec<String>,
+    pub companion: Option<String>,
     pub allow_forwarded_scans: bool,
     pub code: CodeSettings,
 }
@@ -235,9 +246,15 @@ impl Connection {
         matches!(self.code, CodeSettings::QrConnect { .. })
     }
 
-    pub fn allows_origin(&self, origin: Option<&str>) -> bool {
-        self.allowed_origins.is_empty()
-            || origin.is_some_and(|o| self.allowed_origins.iter().any(|allowed| allowed == o))
+    /// Whether pages of this foreign web origin may use this connection (the relay's own
+    /// origin is decided by the caller, which knows the request).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|allowed| allowed == origin)
+    }
+
+    /// Whether the hosted page may send a browser back to this URL: an exact match only.
+    pub fn allows_callback(&self, url: &str) -> bool {
+        self.callback_urls.iter().any(|registered| registered == url)
     }
 }
 
@@ -259,6 +276,12 @@ impl Connections {
 
     pub fn default_connection(&self) -> Option<&Arc<Connection>> {
         self.by_id.get(&self.default)
+    }
+
+    /// Whether any connection lets pages of this origin call the relay (CORS preflights are
+    /// answered before the connection is known).
+    pub fn any_allows_origin(&self, origin: &str) -> bool {
+        self.by_id.values().any(|c| c.allows_origin(origin))
     }
 }
 
@@ -320,6 +343,19 @@ impl Settings {
                     "connection {:?} is defined twice",
                     c.identifier
                 )));
+            }
+        }
+        for c in by_id.values() {
+            if let Some(companion) = &c.companion {
+                match by_id.get(companion) {
+                    Some(w) if w.is_website() && !c.is_website() => {}
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "connection {:?}: companion {companion:?} must be a website connection (and {:?} a mini-program one)",
+                            c.identifier, c.identifier
+                        )));
+                    }
+                }
             }
         }
         let default = match &self.default_connection {
@@ -407,6 +443,26 @@ impl ConnectionSettings {
                 CodeSettings::Link { prefix }
             }
         };
+        for origin in &self.allowed_origins {
+            if !is_origin(origin) {
+                return Err(err(format!(
+                    "allowed_origins: {origin:?} is not a web origin like https://shop.example.com (no path, no trailing /)"
+                )));
+            }
+        }
+        let mut callback_urls = Vec::with_capacity(self.callback_urls.len());
+        for url in &self.callback_urls {
+            let absolute = match url.strip_prefix('/') {
+                Some(path) => format!("{}/{path}", public_base_url.trim_end_matches('/')),
+                None => url.clone(),
+            };
+            if origin_of(&absolute).is_none() || absolute.contains('#') {
+                return Err(err(format!(
+                    "callback_urls: {url:?} is not an http(s) URL without a fragment (or a /path)"
+                )));
+            }
+            callback_urls.push(absolute);
+        }
         let app_secret = read_secret(&self.app_secret, &self.app_secret_file)
             .map_err(|e| err(format!("app_secret: {e}")))?;
         let backend_secret = read_secret(&self.backend_secret, &self.backend_secret_file)
@@ -434,6 +490,8 @@ impl ConnectionSettings {
             code_width: self.code_width,
             session_ttl_secs: self.session_ttl_secs,
             allowed_origins: self.allowed_origins.clone(),
+            callback_urls,
+            companion: self.companion.clone(),
             allow_forwarded_scans: self.allow_forwarded_scans,
             code,
         })
@@ -461,6 +519,26 @@ pub fn is_valid_identifier(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `scheme://host[:port]` of an http(s) URL, as browsers write an `Origin`.
+pub fn origin_of(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let valid = !authority.is_empty()
+        && !authority.contains('@')
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    valid.then(|| &url[..url.len() - rest.len() + authority_len])
+}
+
+/// Whether `text` is exactly a web origin (no path, query or trailing `/`).
+pub fn is_origin(text: &str) -> bool {
+    origin_of(text) == Some(text)
 }
 
 pub fn is_valid_appid(appid: &str) -> bool {
@@ -524,6 +602,38 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("app_secret")
+        );
+    }
+
+    #[test]
+    fn origins_and_callback_urls_are_checked() {
+        assert_eq!(
+            origin_of("https://a.example:8443/cb?x=1"),
+            Some("https://a.example:8443")
+        );
+        assert_eq!(origin_of("http://127.0.0.1:8000"), Some("http://127.0.0.1:8000"));
+        assert_eq!(origin_of("https://user@evil.example/"), None);
+        assert_eq!(origin_of("javascript:alert(1)"), None);
+        assert!(is_origin("https://shop.example"));
+        assert!(!is_origin("https://shop.example/"));
+        let resolve = |extra: &str| {
+            parse(&format!("{GOOD}\n{extra}"))
+                .unwrap()
+                .connections("http://relay")
+        };
+        assert!(resolve(r#"allowed_origins = ["https://shop.example/"]"#).is_err());
+        assert!(resolve(r#"callback_urls = ["https://shop.example/cb#x"]"#).is_err());
+        let ok = resolve(r#"callback_urls = ["https://shop.example/cb", "/back"]"#).unwrap();
+        let shop = ok.default_connection().unwrap();
+        assert!(shop.allows_callback("https://shop.example/cb"));
+        assert!(shop.allows_callback("http://relay/back"));
+        assert!(!shop.allows_callback("https://shop.example/cb/"));
+        assert!(!shop.allows_callback("https://shop.example/cb?x=1"));
+        assert!(
+            resolve(r#"companion = "shop""#)
+                .unwrap_err()
+                .0
+                .contains("companion")
         );
     }
 

@@ -1,7 +1,7 @@
 //! `qrlogin-relay`: the sandbox, the simulator alone, or the production server.
 
 use qrlogin_relay::config::Settings;
-use qrlogin_relay::sandbox::{SANDBOX_APPID, sandbox_settings};
+use qrlogin_relay::sandbox::{SANDBOX_APPID, SandboxOptions, sandbox_settings};
 use qrlogin_relay::startup::{Application, simulator_server};
 use qrlogin_relay::telemetry;
 use std::collections::HashMap;
@@ -11,61 +11,90 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   qrlogin-relay sandbox [--listen ADDR] [--redis URL] [--wechat-api-base URL] [--backend-secret SECRET]
+                        [--session-ttl SECS] [--allow-origin ORIGIN]... [--callback-url URL]...
   qrlogin-relay wechat-sim [--listen ADDR]
   qrlogin-relay serve --config FILE";
 
 enum Command {
-    Sandbox {
-        listen: String,
-        redis: Option<String>,
-        wechat_api_base: Option<String>,
-        backend_secret: String,
-    },
-    Simulator {
-        listen: String,
-    },
-    Serve {
-        config: PathBuf,
-    },
+    Sandbox(SandboxOptions),
+    Simulator { listen: String },
+    Serve { config: PathBuf },
 }
 
-/// Reads `--flag value` pairs, refusing flags the command does not take.
-fn flags(args: &[String], allowed: &[&str]) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::new();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if !allowed.contains(&flag.as_str()) {
-            return Err(format!("unknown flag {flag:?} (see --help)"));
+/// `--flag value` pairs by flag (a repeated flag keeps every value), refusing flags the
+/// command does not take.
+struct Flags(HashMap<String, Vec<String>>);
+
+impl Flags {
+    fn parse(args: &[String], allowed: &[&str]) -> Result<Self, String> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            if !allowed.contains(&flag.as_str()) {
+                return Err(format!("unknown flag {flag:?} (see --help)"));
+            }
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            out.entry(flag.trim_start_matches("--").to_owned())
+                .or_default()
+                .push(value.clone());
         }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        out.insert(flag.trim_start_matches("--").to_owned(), value.clone());
+        Ok(Self(out))
     }
-    Ok(out)
+
+    /// The flag's last value.
+    fn remove(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name).and_then(|mut values| values.pop())
+    }
+
+    fn remove_all(&mut self, name: &str) -> Vec<String> {
+        self.0.remove(name).unwrap_or_default()
+    }
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
     let (command, rest) = args.split_first().ok_or("no command given (see --help)")?;
     match command.as_str() {
         "sandbox" => {
-            let mut f = flags(
+            let mut f = Flags::parse(
                 rest,
-                &["--listen", "--redis", "--wechat-api-base", "--backend-secret"],
+                &[
+                    "--listen",
+                    "--redis",
+                    "--wechat-api-base",
+                    "--backend-secret",
+                    "--session-ttl",
+                    "--allow-origin",
+                    "--callback-url",
+                ],
             )?;
-            Ok(Command::Sandbox {
-                listen: f.remove("listen").unwrap_or_else(|| "127.0.0.1:8080".into()),
-                redis: f.remove("redis"),
-                wechat_api_base: f.remove("wechat-api-base"),
-                backend_secret: f.remove("backend-secret").unwrap_or_else(|| "sandbox".into()),
-            })
+            let mut options = SandboxOptions::default();
+            if let Some(listen) = f.remove("listen") {
+                options.listen = listen;
+            }
+            options.redis_url = f.remove("redis");
+            options.wechat_api_base = f.remove("wechat-api-base");
+            if let Some(secret) = f.remove("backend-secret") {
+                options.backend_secret = secret;
+            }
+            if let Some(ttl) = f.remove("session-ttl") {
+                options.session_ttl_secs = ttl
+                    .parse()
+                    .ok()
+                    .filter(|t| (1..=3600).contains(t))
+                    .ok_or("--session-ttl needs a number of seconds from 1 to 3600")?;
+            }
+            options.allowed_origins.extend(f.remove_all("allow-origin"));
+            options.callback_urls.extend(f.remove_all("callback-url"));
+            Ok(Command::Sandbox(options))
         }
         "wechat-sim" => {
-            let mut f = flags(rest, &["--listen"])?;
+            let mut f = Flags::parse(rest, &["--listen"])?;
             Ok(Command::Simulator {
                 listen: f.remove("listen").unwrap_or_else(|| "127.0.0.1:8090".into()),
             })
         }
         "serve" => {
-            let mut f = flags(rest, &["--config"])?;
+            let mut f = Flags::parse(rest, &["--config"])?;
             let config = f.remove("config").ok_or("serve needs --config FILE")?;
             Ok(Command::Serve {
                 config: config.into(),
@@ -88,12 +117,7 @@ async fn run(command: Command) -> Result<(), String> {
             eprintln!("WeChat simulator listening on http://{addr} (sandbox AppID {SANDBOX_APPID})");
             return server.await.map_err(|e| e.to_string());
         }
-        Command::Sandbox {
-            listen,
-            redis,
-            wechat_api_base,
-            backend_secret,
-        } => sandbox_settings(listen, redis, wechat_api_base, backend_secret),
+        Command::Sandbox(options) => sandbox_settings(options),
         Command::Serve { config } => Settings::from_file(&config).map_err(|e| e.to_string())?,
     };
     let sandbox = settings.mount_simulator;

@@ -127,6 +127,7 @@ impl Application {
             .then(|| web::Data::new(Simulator::default()));
         let server = HttpServer::new(move || {
             let mut app = App::new()
+                .wrap(actix_web::middleware::from_fn(routes::cors::middleware))
                 .app_data(state.clone())
                 .configure(json_errors)
                 .configure(routes::configure);

@@ -1,6 +1,8 @@
 //! HTTP handlers, grouped by caller. Each parses, calls the domain, store or WeChat client, and
 //! maps errors; the work lives elsewhere.
 
+pub mod cors;
+pub mod hosted;
 pub mod miniprogram;
 pub mod ops;
 pub mod pc;
@@ -97,6 +99,7 @@ impl AppState {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     pc::configure(cfg);
+    hosted::configure(cfg);
     phone_page::configure(cfg);
     ws::configure(cfg);
     website::configure(cfg);
@@ -133,10 +136,23 @@ pub fn authorize_browser(session: &LoginSession, secret: &str) -> Result<(), Api
     }
 }
 
-/// Parses a JSON body that may be empty (then `T::default()`).
-pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+/// Parses a JSON body that may be empty (then `T::default()`). A body of any other type is
+/// refused (`415`): a page's CORS-simple `text/plain` post must not start anything.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    use actix_web::HttpMessage;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
+    }
+    let content_type = req.content_type();
+    if content_type != "application/json" && !content_type.ends_with("+json") {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as application/json.",
+        ));
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("The JSON body is not valid: {e}")))

@@ -1,6 +1,6 @@
 //! The PC browser's endpoints: start a session, show its code, read (or long-poll) it, cancel it.
 
-use super::{AppState, authorize_browser, bearer, optional_json, scene_id};
+use super::{AppState, authorize_browser, bearer, cors, optional_json, scene_id};
 use crate::codes::BrandedCode;
 use crate::error::ApiError;
 use crate::session::{LoginSession, Status, unix_now};
@@ -31,8 +31,9 @@ async fn create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let request: CreateRequest = optional_json(&body)?;
+    let request: CreateRequest = optional_json(&req, &body)?;
     let connection = state.connection(request.connection.as_deref())?.clone();
+    cors::check_origin(&state, &req, &connection)?;
     let now = unix_now();
     let (client, ttl) = (state.client_info(&req), connection.session_ttl_secs);
     state.limits.session_start(&state.store, &client.ip).await?;
@@ -58,10 +59,12 @@ async fn create(
     if png.is_some() {
         body["code_url"] = json!(format!("{base}/v1/login-sessions/{id}/code"));
     } else {
-        // The page adds `?secret=…` (and `&mode=embed` for an iframe).
+        // The page POSTs here with its secret for WeChat's page (or iframe) address.
         body["website_url"] = json!(format!("{base}/v1/login-sessions/{id}/website"));
     }
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body))
 }
 
 #[derive(Deserialize)]
@@ -93,6 +96,7 @@ async fn read(
     // Watch before reading, so a change in between is not missed.
     let mut waiter = state.hub.watch(&id);
     let mut current = state.session(&id).await?;
+    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
     authorize_browser(&current.session, secret)?;
 
     let baseline = known.unwrap_or(current.session.status);
@@ -106,7 +110,9 @@ async fn read(
             Err(_) => break,
         }
     }
-    Ok(HttpResponse::Ok().json(current.session.browser_view()))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(current.session.browser_view()))
 }
 
 async fn cancel(
@@ -117,6 +123,7 @@ async fn cancel(
     let id = scene_id(&path)?;
     let secret = bearer(&req)?;
     let current = state.session(&id).await?;
+    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
     authorize_browser(&current.session, secret)?;
     let (stored, ()) = state
         .store
@@ -151,6 +158,7 @@ async fn code(
     };
     let id = scene_id(&path)?;
     let current = state.session(&id).await?;
+    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
     if current.session.status.is_final_for_browser() {
         return Err(ApiError::gone(
             "session_finished",

@@ -1,12 +1,13 @@
-//! `GET /v1/login-sessions/{id}/ws?secret=…`: the browser's push channel. The server sends the
-//! current state at once, one JSON text frame per change, pings every 20 s, and closes normally
-//! once the browser has nothing more to wait for.
+//! `GET /v1/login-sessions/{id}/ws`: the browser's push channel. The browser proves it holds
+//! the session's secret with its first message, `{"type": "auth", "secret": "…"}` (never in the
+//! URL, which proxies log); the server then sends the current state, one JSON text frame per
+//! change, pings every 20 s, and closes normally once the browser has nothing more to wait for.
+//! A wrong or missing secret closes the socket with 1008 (policy) and the error code as reason.
 
-use super::{AppState, authorize_browser, scene_id};
+use super::{AppState, cors, scene_id};
 use crate::error::ApiError;
 use crate::push::Waiter;
 use crate::store::{SessionStore, Versioned};
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message};
 use futures_util::StreamExt;
@@ -14,34 +15,23 @@ use serde::Deserialize;
 use std::time::Duration;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// A socket that has not authenticated by then is closed.
+const AUTH_WITHIN: Duration = Duration::from_secs(10);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/login-sessions/{id}/ws", web::get().to(connect));
-}
-
-#[derive(Deserialize)]
-struct SecretQuery {
-    secret: String,
 }
 
 async fn connect(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<SecretQuery>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
     let waiter = state.hub.watch(&id);
     let current = state.session(&id).await?;
-    authorize_browser(&current.session, &query.secret)?;
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !state.connection_of(&current.session)?.allows_origin(origin) {
-        return Err(ApiError::forbidden(
-            "origin_not_allowed",
-            "This page's origin may not open this login session.",
-        ));
-    }
+    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
     let (response, socket, messages) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::bad_request("websocket_required", "This endpoint speaks WebSocket only."))?;
     state.metrics.websockets_opened.inc();
@@ -55,6 +45,40 @@ async fn connect(
     Ok(response)
 }
 
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Auth { secret: String },
+}
+
+/// Waits for the first client message and checks the secret it carries.
+async fn authenticate(
+    current: &Versioned,
+    socket: &mut actix_ws::Session,
+    messages: &mut actix_ws::MessageStream,
+) -> Result<(), &'static str> {
+    let first = tokio::time::timeout(AUTH_WITHIN, async {
+        loop {
+            match messages.next().await {
+                Some(Ok(Message::Ping(bytes))) => {
+                    let _ = socket.pong(&bytes).await;
+                }
+                Some(Ok(Message::Text(text))) => return Some(text),
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or("auth_required")?;
+    match serde_json::from_str::<ClientMessage>(&first) {
+        Ok(ClientMessage::Auth { secret }) if current.session.verify_secret(&secret) => Ok(()),
+        Ok(ClientMessage::Auth { .. }) => Err("invalid_secret"),
+        Err(_) => Err("auth_required"),
+    }
+}
+
 fn frame(current: &Versioned) -> String {
     serde_json::to_string(&current.session.browser_view()).unwrap_or_default()
 }
@@ -66,6 +90,15 @@ async fn push_to_browser(
     mut socket: actix_ws::Session,
     mut messages: actix_ws::MessageStream,
 ) {
+    if let Err(code) = authenticate(&current, &mut socket, &mut messages).await {
+        let reason = CloseReason {
+            code: CloseCode::Policy,
+            description: Some(code.into()),
+        };
+        let _ = socket.close(Some(reason)).await;
+        return;
+    }
+    // A change made while the browser authenticated is already in the waiter: it comes next.
     // A failed send means the browser is gone: stop quietly.
     if socket.text(frame(&current)).await.is_err() {
         return;

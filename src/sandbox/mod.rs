@@ -7,7 +7,7 @@ mod settings;
 mod sun_code;
 mod website;
 
-pub use settings::sandbox_settings;
+pub use settings::{SandboxOptions, sandbox_settings};
 pub use sun_code::draw as draw_sun_code;
 
 use crate::config::is_valid_appid;

@@ -5,14 +5,55 @@ use super::{
 };
 use crate::config::{CodeType, ConnectionKind, ConnectionSettings, Secret, Settings};
 
+/// What the `sandbox` command can change.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub listen: String,
+    pub redis_url: Option<String>,
+    /// A standalone simulator; the sandbox mounts its own when absent.
+    pub wechat_api_base: Option<String>,
+    pub backend_secret: String,
+    pub session_ttl_secs: u64,
+    /// A developer's own site, registered on every sandbox connection (with the defaults).
+    pub allowed_origins: Vec<String>,
+    pub callback_urls: Vec<String>,
+}
+
+/// A site served on localhost:8000 (`python3 -m http.server 8000`) works with the sandbox as it
+/// comes, as the README's example does; the sandbox page's own address is always registered.
+pub const DEFAULT_SITE_ORIGINS: [&str; 2] = ["http://localhost:8000", "http://127.0.0.1:8000"];
+pub const DEFAULT_SITE_CALLBACKS: [&str; 3] = [
+    "http://localhost:8000/callback.html",
+    "http://127.0.0.1:8000/callback.html",
+    "/sandbox",
+];
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            redis_url: None,
+            wechat_api_base: None,
+            backend_secret: "sandbox".into(),
+            session_ttl_secs: 120,
+            allowed_origins: DEFAULT_SITE_ORIGINS.map(String::from).to_vec(),
+            callback_urls: DEFAULT_SITE_CALLBACKS.map(String::from).to_vec(),
+        }
+    }
+}
+
 /// The sandbox's settings: the relay with a `default` connection on the sandbox mini-program,
 /// the simulator mounted on the same listener unless `wechat_api_base` points elsewhere.
-pub fn sandbox_settings(
-    listen: String,
-    redis_url: Option<String>,
-    wechat_api_base: Option<String>,
-    backend_secret: String,
-) -> Settings {
+pub fn sandbox_settings(options: SandboxOptions) -> Settings {
+    let SandboxOptions {
+        listen,
+        redis_url,
+        wechat_api_base,
+        backend_secret,
+        session_ttl_secs,
+        allowed_origins,
+        callback_urls,
+    } = options;
     let mini_program = ConnectionSettings {
         identifier: "default".into(),
         kind: ConnectionKind::MiniProgram,
@@ -28,8 +69,10 @@ pub fn sandbox_settings(
         env_version: "release".into(),
         check_path: true,
         code_width: 430,
-        session_ttl_secs: 120,
-        allowed_origins: Vec::new(),
+        session_ttl_secs,
+        allowed_origins,
+        callback_urls,
+        companion: Some("website".into()),
         allow_forwarded_scans: false,
         code_type: CodeType::Sun,
         link_prefix: None,
@@ -43,6 +86,7 @@ pub fn sandbox_settings(
         display_name: "Sandbox Mini Program (link QR)".into(),
         code_type: CodeType::Link,
         link_prefix: Some("/q/".into()),
+        companion: None,
         pool_size: 0,
         ..mini_program.clone()
     };
@@ -53,6 +97,7 @@ pub fn sandbox_settings(
         kind: ConnectionKind::Website,
         appid: SANDBOX_WEBSITE_APPID.into(),
         app_secret: Some(Secret::new(SANDBOX_WEBSITE_APP_SECRET)),
+        companion: None,
         pool_size: 0,
         ..mini_program.clone()
     };

@@ -113,16 +113,14 @@ async fn sessions_are_guarded_by_the_browser_secret(backend: Backend) {
     let bad_status = app.http.get(format!("{url}?status=done")).bearer_auth(&pc.secret);
     assert_error(raw(bad_status).await, StatusCode::BAD_REQUEST, "invalid_status");
 
-    let ws = format!(
-        "{}/v1/login-sessions/{}/ws?secret=guess",
-        app.base.replacen("http", "ws", 1),
-        pc.id
-    );
-    let refused = tokio_tungstenite::connect_async(ws).await.unwrap_err();
-    match refused {
-        tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 401),
-        other => panic!("expected an HTTP refusal, got {other:?}"),
-    }
+    let mut guessed = app.unauthenticated_socket(&pc, None).await;
+    guessed
+        .send_json(json!({ "type": "auth", "secret": "guess" }))
+        .await;
+    assert_eq!(guessed.closed_with().await, (1008, "invalid_secret".into()));
+    let mut rambling = app.unauthenticated_socket(&pc, None).await;
+    rambling.send_json(json!({ "hello": "there" })).await;
+    assert_eq!(rambling.closed_with().await, (1008, "auth_required".into()));
     // Nothing changed.
     assert_eq!(app.get_session(&pc, "").await.1["status"], "pending");
 }
@@ -288,12 +286,15 @@ async fn websockets_from_other_origins_are_refused() {
     let app = spawn_app_with(settings).await;
     let pc = app.start().await;
     let url = format!(
-        "{}/v1/login-sessions/{}/ws?secret={}",
+        "{}/v1/login-sessions/{}/ws",
         app.base.replacen("http", "ws", 1),
         pc.id,
-        pc.secret
     );
-    for (origin, allowed) in [("https://evil.example", false), ("https://shop.example", true)] {
+    for (origin, allowed) in [
+        ("https://evil.example", false),
+        ("https://shop.example", true),
+        (app.base.as_str(), true),
+    ] {
         let mut request = url.as_str().into_client_request().unwrap();
         request.headers_mut().insert("Origin", origin.parse().unwrap());
         match tokio_tungstenite::connect_async(request).await {

@@ -3,7 +3,7 @@
 
 use futures_util::StreamExt;
 use qrlogin_relay::config::Settings;
-use qrlogin_relay::sandbox::sandbox_settings;
+use qrlogin_relay::sandbox::{SandboxOptions, sandbox_settings};
 use qrlogin_relay::startup::{Application, simulator_server};
 use qrlogin_relay::token::random_base62;
 use reqwest::StatusCode;
@@ -104,7 +104,11 @@ pub fn settings(backend: Backend) -> Settings {
         Backend::Memory => None,
         Backend::Redis => Some(redis_url()),
     };
-    let mut settings = sandbox_settings("127.0.0.1:0".into(), redis, None, "sandbox".into());
+    let mut settings = sandbox_settings(SandboxOptions {
+        listen: "127.0.0.1:0".into(),
+        redis_url: redis,
+        ..SandboxOptions::default()
+    });
     // Each test gets its own keys in the shared Redis.
     settings.key_prefix = format!("test-{}:", random_base62(10));
     // No background code fetching, so tests can count WeChat calls; the pool tests turn it on.
@@ -307,16 +311,26 @@ impl TestApp {
     }
 
     pub async fn socket(&self, session: &PcSession) -> Socket {
+        let mut socket = self.unauthenticated_socket(session, None).await;
+        socket
+            .send_json(json!({ "type": "auth", "secret": session.secret }))
+            .await;
+        socket
+    }
+
+    /// A WebSocket to the session that has not sent its secret yet (optionally with `Origin`).
+    pub async fn unauthenticated_socket(&self, session: &PcSession, origin: Option<&str>) -> Socket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!(
-            "{}/v1/login-sessions/{}/ws?secret={}",
+            "{}/v1/login-sessions/{}/ws",
             self.base.replacen("http", "ws", 1),
-            session.id,
-            session.secret
+            session.id
         );
-        let (stream, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket handshake");
-        Socket { stream }
+        let mut request = url.into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request.headers_mut().insert("Origin", origin.parse().unwrap());
+        }
+        Socket::connect(request).await
     }
 }
 
@@ -325,6 +339,40 @@ pub struct Socket {
 }
 
 impl Socket {
+    pub async fn connect(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Self {
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket handshake");
+        Socket { stream }
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .expect("send a frame");
+    }
+
+    /// Waits for the server to close the socket; returns the close code and reason.
+    pub async fn closed_with(&mut self) -> (u16, String) {
+        let frame = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("expected a close frame, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the socket was not closed")
+        .expect("a close code");
+        (u16::from(frame.code), frame.reason.to_string())
+    }
+
     /// The next JSON text frame (pings are answered by the library).
     pub async fn next_json(&mut self) -> Value {
         tokio::time::timeout(PATIENCE, async {
@@ -342,18 +390,6 @@ impl Socket {
 
     /// Waits for the server's normal close.
     pub async fn expect_normal_close(&mut self) {
-        let frame = tokio::time::timeout(PATIENCE, async {
-            loop {
-                match self.stream.next().await {
-                    Some(Ok(Message::Close(frame))) => return frame,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    other => panic!("expected a close frame, got {other:?}"),
-                }
-            }
-        })
-        .await
-        .expect("the socket was not closed");
-        let code = frame.expect("a close code").code;
-        assert_eq!(u16::from(code), 1000, "normal closure");
+        assert_eq!(self.closed_with().await.0, 1000, "normal closure");
     }
 }

@@ -8,6 +8,7 @@ mod concurrency;
 mod helpers;
 mod login;
 mod multi_instance;
+mod pc_side;
 mod simulator;
 mod website;
 mod wechat_client;

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 both_stores!(
     a_website_login_completes_the_same_session_and_shares_the_unionid,
-    bad_states_and_codes_change_nothing_or_say_why
+    bad_states_and_codes_change_nothing_or_say_why,
+    a_link_opened_in_another_browser_confirms_nothing,
+    an_iframe_without_the_cookie_hands_over_to_the_secret_holder
 );
 
 fn no_redirects() -> reqwest::Client {
@@ -37,16 +39,36 @@ async fn start_website(app: &TestApp) -> PcSession {
     }
 }
 
-/// `GET …/website`: WeChat's login page URL (a 302).
-async fn qrconnect_url(pc: &PcSession) -> String {
-    let url = format!(
-        "{}?secret={}",
-        pc.body["website_url"].as_str().unwrap(),
-        pc.secret
-    );
-    let response = no_redirects().get(url).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::FOUND);
-    response.headers()["location"].to_str().unwrap().to_owned()
+/// `POST …/website` as the browser holding the secret: WeChat's page address and the binding
+/// cookie (`name=value`) the browser keeps for the callback.
+async fn website_start(app: &TestApp, pc: &PcSession, body: Value) -> (String, String) {
+    let response = app
+        .http
+        .post(pc.body["website_url"].as_str().unwrap())
+        .bearer_auth(&pc.secret)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/v1/callbacks/wechat-website",
+        "Max-Age=",
+    ] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let answer: Value = response.json().await.unwrap();
+    (answer["url"].as_str().unwrap().to_owned(), cookie)
+}
+
+/// WeChat's login page URL (redirect mode) and the browser's binding cookie.
+async fn qrconnect_url(app: &TestApp, pc: &PcSession) -> (String, String) {
+    website_start(app, pc, json!({})).await
 }
 
 /// The person scans WeChat's page as `user` (or denies); returns where WeChat sends the browser.
@@ -74,9 +96,26 @@ async fn scan_on_wechat(qrconnect: &str, user: &str, action: &str) -> String {
     response.headers()["location"].to_str().unwrap().to_owned()
 }
 
-async fn callback_page(url: &str) -> (StatusCode, String) {
-    let response = reqwest::get(url).await.unwrap();
+/// The callback as a browser loads it, with the binding cookie or (another browser) without.
+async fn callback_page(url: &str, cookie: Option<&str>) -> (StatusCode, String) {
+    let mut request = no_redirects().get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.unwrap();
     (response.status(), response.text().await.unwrap())
+}
+
+/// The completion code a callback page hands to the page framing it.
+fn completion_in(page: &str) -> String {
+    let data = page
+        .split(r#"<script type="application/json" id="outcome">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</script>").next())
+        .unwrap();
+    let outcome: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(outcome["message"]["outcome"], "handoff", "{outcome}");
+    outcome["message"]["completion"].as_str().unwrap().to_owned()
 }
 
 fn param(url: &str, name: &str) -> String {
@@ -98,7 +137,7 @@ async fn a_website_login_completes_the_same_session_and_shares_the_unionid(backe
     let mut socket = app.socket(&pc).await;
     assert_eq!(socket.next_json().await["status"], "pending");
 
-    let qrconnect = qrconnect_url(&pc).await;
+    let (qrconnect, cookie) = qrconnect_url(&app, &pc).await;
     assert!(qrconnect.starts_with(&format!(
         "{}/connect/qrconnect?appid={SANDBOX_WEBSITE_APPID}&redirect_uri=",
         app.wechat
@@ -113,7 +152,7 @@ async fn a_website_login_completes_the_same_session_and_shares_the_unionid(backe
     let callback = scan_on_wechat(&qrconnect, "alice", "allow").await;
     assert!(callback.starts_with(&format!("{}/v1/callbacks/wechat-website?code=", app.base)));
 
-    let (status, page) = callback_page(&callback).await;
+    let (status, page) = callback_page(&callback, Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("You are logged in"), "{page}");
     let confirmed = socket.next_json().await;
@@ -148,7 +187,7 @@ async fn bad_states_and_codes_change_nothing_or_say_why(backend: Backend) {
     let app = spawn_app(backend).await;
     let callback = format!("{}/v1/callbacks/wechat-website", app.base);
     let pc = start_website(&app).await;
-    let qrconnect = qrconnect_url(&pc).await;
+    let (qrconnect, cookie) = qrconnect_url(&app, &pc).await;
     let state = param(&qrconnect, "state");
 
     for url in [
@@ -157,7 +196,7 @@ async fn bad_states_and_codes_change_nothing_or_say_why(backend: Backend) {
         format!("{callback}?code=x&state={}", "A".repeat(24)),
         format!("{callback}?code=x&state=short"),
     ] {
-        let (status, page) = callback_page(&url).await;
+        let (status, page) = callback_page(&url, Some(&cookie)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}");
         assert!(page.contains("Login link not valid"), "{page}");
     }
@@ -170,7 +209,8 @@ async fn bad_states_and_codes_change_nothing_or_say_why(backend: Backend) {
     // A code WeChat refuses: the page says so and the PC page is told.
     let mut socket = app.socket(&pc).await;
     assert_eq!(socket.next_json().await["status"], "pending");
-    let (status, page) = callback_page(&format!("{callback}?code=made-up&state={state}")).await;
+    let (status, page) =
+        callback_page(&format!("{callback}?code=made-up&state={state}"), Some(&cookie)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("WeChat does not accept this code"), "{page}");
     let told = socket.next_json().await;
@@ -180,16 +220,17 @@ async fn bad_states_and_codes_change_nothing_or_say_why(backend: Backend) {
     );
 
     // The state was spent by that attempt: replaying it is refused.
-    let (status, _) = callback_page(&format!("{callback}?code=made-up&state={state}")).await;
+    let (status, _) = callback_page(&format!("{callback}?code=made-up&state={state}"), Some(&cookie)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // A denial: WeChat returns the state alone.
     let pc = start_website(&app).await;
     let mut socket = app.socket(&pc).await;
     assert_eq!(socket.next_json().await["status"], "pending");
-    let denied = scan_on_wechat(&qrconnect_url(&pc).await, "bob", "deny").await;
+    let (qrconnect, cookie) = qrconnect_url(&app, &pc).await;
+    let denied = scan_on_wechat(&qrconnect, "bob", "deny").await;
     assert!(!denied.contains("code="));
-    let (status, page) = callback_page(&denied).await;
+    let (status, page) = callback_page(&denied, Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("You declined the login"), "{page}");
     let told = socket.next_json().await;
@@ -200,12 +241,124 @@ async fn bad_states_and_codes_change_nothing_or_say_why(backend: Backend) {
 
     // A state for a session the browser gave up on: refused, and the session stays cancelled.
     let pc = start_website(&app).await;
-    let late = scan_on_wechat(&qrconnect_url(&pc).await, "carl", "allow").await;
+    let (qrconnect, cookie) = qrconnect_url(&app, &pc).await;
+    let late = scan_on_wechat(&qrconnect, "carl", "allow").await;
     assert_eq!(app.give_up(&pc, &pc.secret).await, StatusCode::OK);
-    let (status, page) = callback_page(&late).await;
+    let (status, page) = callback_page(&late, Some(&cookie)).await;
     assert_eq!(status, StatusCode::GONE, "{page}");
     assert_eq!(app.get_session(&pc, "").await.1["status"], "cancelled");
     assert!(app.get_session(&pc, "").await.1.get("error").is_none());
+}
+
+/// The relay attack: someone starts a login and sends WeChat's link to a victim, whose browser
+/// has no binding cookie. The victim's scan confirms nothing, and the page says why.
+async fn a_link_opened_in_another_browser_confirms_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let attacker = start_website(&app).await;
+    let (link, _attackers_cookie) = qrconnect_url(&app, &attacker).await;
+    let callback = scan_on_wechat(&link, "victim", "allow").await;
+    let (status, page) = callback_page(&callback, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("must be finished in the browser that started it"),
+        "{page}"
+    );
+    assert_eq!(app.get_session(&attacker, "").await.1["status"], "pending");
+    // A cookie from another login does not open this one either.
+    let other = start_website(&app).await;
+    let (link, _) = qrconnect_url(&app, &attacker).await;
+    let (_, other_cookie) = qrconnect_url(&app, &other).await;
+    let callback = scan_on_wechat(&link, "victim", "allow").await;
+    let (_, page) = callback_page(&callback, Some(&other_cookie)).await;
+    assert!(
+        page.contains("must be finished in the browser that started it"),
+        "{page}"
+    );
+    let view = app.get_session(&attacker, "").await.1;
+    assert_eq!(view["status"], "pending");
+    assert!(view.get("ticket").is_none());
+}
+
+/// An iframe on a website's own origin cannot carry the relay's cookie: the callback hands the
+/// framing page a completion code that only the browser secret turns into a login, once.
+async fn an_iframe_without_the_cookie_hands_over_to_the_secret_holder(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let pc = start_website(&app).await;
+    let mut socket = app.socket(&pc).await;
+    assert_eq!(socket.next_json().await["status"], "pending");
+    let (link, _) = website_start(&app, &pc, json!({ "mode": "embed" })).await;
+    let (status, page) = callback_page(&scan_on_wechat(&link, "gina", "allow").await, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let csp = "script-src 'nonce-";
+    assert!(
+        page.contains("nonce="),
+        "the page's script runs under a nonce ({csp}…)"
+    );
+    let completion = completion_in(&page);
+    let complete = format!("{}/complete", pc.body["website_url"].as_str().unwrap());
+    let attempt = |secret: &str| {
+        app.http
+            .post(&complete)
+            .bearer_auth(secret)
+            .json(&json!({ "completion": completion }))
+            .send()
+    };
+    assert_eq!(
+        attempt("not-the-secret").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let other = start_website(&app).await;
+    let foreign = app
+        .http
+        .post(format!(
+            "{}/complete",
+            other.body["website_url"].as_str().unwrap()
+        ))
+        .bearer_auth(&other.secret)
+        .json(&json!({ "completion": "x".repeat(32) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::BAD_REQUEST);
+    let done = attempt(&pc.secret).await.unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let view: Value = done.json().await.unwrap();
+    assert_eq!(view["status"], "confirmed");
+    assert_eq!(socket.next_json().await["status"], "confirmed");
+    let again = attempt(&pc.secret).await.unwrap();
+    assert_eq!(
+        again.status(),
+        StatusCode::BAD_REQUEST,
+        "a completion code works once"
+    );
+    let (status, redeemed) = app.redeem(view["ticket"].as_str().unwrap(), "sandbox").await;
+    assert_eq!(status, StatusCode::OK, "{redeemed}");
+    assert_eq!(redeemed["user"]["nickname"], "gina");
+}
+
+#[tokio::test]
+async fn redirect_mode_returns_to_the_hosted_page() {
+    let app = spawn_app(Backend::Memory).await;
+    let pc = start_website(&app).await;
+    let return_to = "/login?connection=website&redirect_uri=x";
+    let (link, cookie) = website_start(&app, &pc, json!({ "return_to": return_to })).await;
+    let callback = scan_on_wechat(&link, "hana", "allow").await;
+    let response = no_redirects()
+        .get(&callback)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.headers()["location"], return_to);
+    assert!(
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"),
+        "the binding cookie is cleared"
+    );
+    assert_eq!(app.get_session(&pc, "").await.1["status"], "confirmed");
 }
 
 #[tokio::test]
@@ -219,11 +372,12 @@ async fn a_state_for_an_expired_session_is_refused() {
         .session_ttl_secs = 3;
     let app = spawn_app_with(settings).await;
     let pc = start_website(&app).await;
-    let callback = scan_on_wechat(&qrconnect_url(&pc).await, "dora", "allow").await;
+    let (qrconnect, cookie) = qrconnect_url(&app, &pc).await;
+    let callback = scan_on_wechat(&qrconnect, "dora", "allow").await;
     let mut socket = app.socket(&pc).await;
     assert_eq!(socket.next_json().await["status"], "pending");
     assert_eq!(socket.next_json().await["status"], "expired");
-    let (status, page) = callback_page(&callback).await;
+    let (status, page) = callback_page(&callback, Some(&cookie)).await;
     assert!(
         status == StatusCode::BAD_REQUEST || status == StatusCode::GONE,
         "{status} {page}"
@@ -235,12 +389,15 @@ async fn a_state_for_an_expired_session_is_refused() {
 async fn embedding_gets_wxlogin_options_and_paths_do_not_mix() {
     let app = spawn_app(Backend::Memory).await;
     let pc = start_website(&app).await;
-    let url = format!(
-        "{}?secret={}&mode=embed",
-        pc.body["website_url"].as_str().unwrap(),
-        pc.secret
-    );
-    let options = fetch_json(app.http.get(url)).await;
+    let website_url = pc.body["website_url"].as_str().unwrap();
+    let answer = fetch_json(
+        app.http
+            .post(website_url)
+            .bearer_auth(&pc.secret)
+            .json(&json!({ "mode": "embed" })),
+    )
+    .await;
+    let options = &answer["options"];
     assert_eq!(options["self_redirect"], true);
     assert_eq!(options["appid"], SANDBOX_WEBSITE_APPID);
     assert_eq!(options["scope"], "snsapi_login");
@@ -252,11 +409,37 @@ async fn embedding_gets_wxlogin_options_and_paths_do_not_mix() {
     for key in ["id", "style", "href"] {
         assert!(options.get(key).is_some(), "{key}");
     }
-    let wrong_secret = format!("{}?secret=guess", pc.body["website_url"].as_str().unwrap());
-    assert_eq!(
-        app.http.get(wrong_secret).send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
+    let iframe = answer["url"].as_str().unwrap();
+    assert!(
+        iframe.contains("self_redirect=true") && iframe.contains("login_type=jssdk"),
+        "{iframe}"
     );
+    assert_eq!(param(iframe, "state"), options["state"].as_str().unwrap());
+    let guessed = app
+        .http
+        .post(website_url)
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(guessed.status(), StatusCode::UNAUTHORIZED);
+    // The secret is never taken from the query string any more.
+    let old_style = app
+        .http
+        .get(format!("{website_url}?secret={}", pc.secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old_style.status(), StatusCode::NOT_FOUND);
+    let bad_return = app
+        .http
+        .post(website_url)
+        .bearer_auth(&pc.secret)
+        .json(&json!({ "return_to": "https://evil.example/login?x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_return.status(), StatusCode::BAD_REQUEST);
 
     let (status, body) = app.scan_as(&pc.id, "erin").await;
     assert_eq!(
@@ -264,11 +447,8 @@ async fn embedding_gets_wxlogin_options_and_paths_do_not_mix() {
         (StatusCode::CONFLICT, Some("wrong_login_path"))
     );
     let mp = app.start().await;
-    let url = format!(
-        "{}/v1/login-sessions/{}/website?secret={}",
-        app.base, mp.id, mp.secret
-    );
-    let response = no_redirects().get(url).send().await.unwrap();
+    let url = format!("{}/v1/login-sessions/{}/website", app.base, mp.id);
+    let response = app.http.post(url).bearer_auth(&mp.secret).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT);
 }
 
