@@ -1,8 +1,9 @@
 /*! qrlogin.js — the WeChat login widget of qrlogin-relay. No dependencies, no build step.
  *
- *   QrLogin.mount(element, {relay, connection, lang, onScanned, onSuccess, onError})
+ *   QrLogin.mount(element, {relay, connection, lang, onScanned, onSuccess, onError, onSession})
  *     renders the login widget inside `element` (the page's origin must be one of the
- *     connection's allowed_origins); onSuccess({ticket}) receives the one-time ticket.
+ *     connection's allowed_origins); onSuccess({ticket}) receives the one-time ticket,
+ *     onSession({id, expires_at}) hears of each new code's session. Returns {destroy()}.
  *   QrLogin.popup({relay, connection, redirectUri, state, lang}) -> Promise<{ticket, state}>
  *     opens the hosted login page in a popup and resolves with its ticket.
  *
@@ -307,6 +308,7 @@
       status: null,
       over: false
     };
+    if (this.options.onSession) this.options.onSession({ id: session.id, expires_at: session.expires_at });
     if (session.code_url && this.code.hidden) {
       this.code.src = session.code_url;
       this.code.hidden = false;
@@ -361,13 +363,14 @@
     };
   };
 
-  /** Long-poll: each request returns as soon as the status leaves the one last seen. */
+  /** Long-poll: the first request reads the state at once; each next one returns as soon as
+   * the status leaves the one last seen. */
   Widget.prototype.poll = function (generation, known) {
     var self = this;
     var session = this.session;
     if (generation !== this.generation || session.over) return;
     this.poller = global.AbortController ? new AbortController() : null;
-    var url = this.relay + '/v1/login-sessions/' + session.id + '?wait=' + POLL_WAIT_SECS + (known ? '&status=' + known : '');
+    var url = this.relay + '/v1/login-sessions/' + session.id + (known ? '?wait=' + POLL_WAIT_SECS + '&status=' + known : '');
     request('GET', url, undefined, session.secret, this.poller && this.poller.signal)
       .then(function (view) {
         if (generation !== self.generation) return;
@@ -403,7 +406,8 @@
   Widget.prototype.update = function (view) {
     var session = this.session;
     if (!session || view.id !== session.id || session.over) return;
-    if (view.status === session.status && view.status !== 'confirmed') return;
+    // A repeated status needs no new words, unless the page is saying there was trouble.
+    if (view.status === session.status && this.root.dataset.state !== 'trouble') return;
     session.status = view.status;
     var t = this.t;
     var website = !!session.websiteUrl;

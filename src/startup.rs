@@ -132,7 +132,7 @@ impl Application {
                 .configure(json_errors)
                 .configure(routes::configure);
             if let Some(simulator) = &simulator {
-                app = app.route("/sandbox", web::get().to(sandbox::demo_page)).service(
+                app = app.configure(sandbox::demo::configure).service(
                     web::scope("/sandbox/wechat")
                         .app_data(simulator.clone())
                         .configure(sandbox::configure),

@@ -8,6 +8,7 @@ mod sun_code;
 mod website;
 
 pub use settings::{SandboxOptions, sandbox_settings};
+pub mod demo;
 pub use sun_code::draw as draw_sun_code;
 
 use crate::config::is_valid_appid;
@@ -313,13 +314,6 @@ fn json_body(body: &[u8]) -> Result<Value, SimError> {
 
 fn str_field<'a>(body: &'a Value, name: &str) -> &'a str {
     body.get(name).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// `GET /sandbox`: a page that plays the PC page, the phone and the website backend at once.
-pub async fn demo_page() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(include_str!("../../assets/sandbox.html"))
 }
 
 /// Mounts the simulator's routes (WeChat's paths, plus `/_sim/*`) on `cfg`.

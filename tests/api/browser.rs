@@ -1,0 +1,134 @@
+//! The PC side as people use it: the hosted page, the popup and `qrlogin.js` on another
+//! origin, driven in headless Chromium (Debian's `chromium`) by `playwright-core` from Node.
+//! This test starts a relay and a second local origin serving `tests/browser/site/` (the
+//! README's snippet among them), then runs `node --test tests/browser/`; screenshots of every
+//! state land in `target/browser-screenshots/`.
+
+use crate::helpers::{Backend, settings, spawn_app_with};
+use std::sync::{Arc, OnceLock};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the README's snippet expects the relay; the test site points its pages at ours.
+const SNIPPET_RELAY: &str = "http://127.0.0.1:8080";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Chromium and the pinned `playwright-core`, or a panic that says what to install.
+fn prepare() -> String {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium is not installed at {chromium}: apt-get install chromium (or set CHROMIUM)"
+    );
+    assert!(
+        Command::new("node").arg("--version").output().is_ok(),
+        "node is not installed: apt-get install nodejs npm"
+    );
+    let dir = browser_dir();
+    if !dir.join("node_modules/playwright-core").exists() {
+        let installed = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is not installed: apt-get install npm");
+        assert!(installed.success(), "npm ci in tests/browser failed");
+    }
+    chromium
+}
+
+/// Where the test site's pages find the relay, known once the relay (which must know the site's
+/// origin first) has started.
+type RelayAddress = Arc<OnceLock<String>>;
+
+/// The test site: `tests/browser/site/` on its own origin, pointed at the relay; the callback
+/// page also takes form posts (`response_mode=form_post`) and shows what it received.
+fn spawn_site(relay: RelayAddress) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let relay = web::Data::from(relay);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(relay.clone())
+            .route("/callback.html", web::post().to(form_post))
+            .route("/{file}", web::get().to(site_file))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    base
+}
+
+async fn site_file(relay: web::Data<OnceLock<String>>, req: HttpRequest) -> HttpResponse {
+    let name = req.match_info().query("file");
+    let path = browser_dir().join("site").join(name);
+    let safe = name.ends_with(".html") && !name.contains("..") && !name.contains('/');
+    match std::fs::read_to_string(&path) {
+        Ok(text) if safe => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(text.replace(SNIPPET_RELAY, relay.get().map(String::as_str).unwrap_or_default())),
+        _ => HttpResponse::NotFound().finish(),
+    }
+}
+
+async fn form_post(form: web::Form<HashMap<String, String>>) -> HttpResponse {
+    let received = serde_json::to_string(&form.into_inner()).unwrap();
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!doctype html><title>posted</title><pre id=\"received\">{}</pre>",
+            qrlogin_relay::markup::escape_html(&received)
+        ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pc_side_works_in_chromium() {
+    let chromium = prepare();
+    let relay_address = RelayAddress::default();
+    let site = spawn_site(relay_address.clone());
+    let mut settings = settings(Backend::Memory);
+    for connection in &mut settings.connections {
+        connection.allowed_origins = vec![site.clone()];
+        connection.callback_urls = vec![format!("{site}/callback.html")];
+    }
+    // A connection whose codes expire fast, to watch the page renew them.
+    let mut short = settings.connections[0].clone();
+    short.identifier = "short".into();
+    short.session_ttl_secs = 2;
+    short.companion = None;
+    settings.connections.push(short);
+    let relay = spawn_app_with(settings).await.base;
+    relay_address.set(relay.clone()).unwrap();
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let dir = browser_dir();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["--test", "--test-concurrency=1"])
+            .arg(dir.join("pc_side.test.mjs"))
+            .env("RELAY", &relay)
+            .env("SITE", &site)
+            .env("WECHAT", format!("{relay}/sandbox/wechat"))
+            .env("CHROMIUM", chromium)
+            .env("SHOTS", shots)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "the browser tests failed:\n{report}");
+    assert!(report.contains("# fail 0"), "{report}");
+}
