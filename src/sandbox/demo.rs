@@ -35,9 +35,15 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
 }
 
 async fn script() -> HttpResponse {
-    asset("text/javascript; charset=utf-8", include_str!("../../assets/sandbox.js"))
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/sandbox.js"),
+    )
 }
 
 async fn style() -> HttpResponse {
-    asset("text/css; charset=utf-8", include_str!("../../assets/sandbox.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../assets/sandbox.css"),
+    )
 }

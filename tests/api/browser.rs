@@ -5,12 +5,12 @@
 //! state land in `target/browser-screenshots/`.
 
 use crate::helpers::{Backend, settings, spawn_app_with};
-use std::sync::{Arc, OnceLock};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, OnceLock};
 
 /// Where the README's snippet expects the relay; the test site points its pages at ours.
 const SNIPPET_RELAY: &str = "http://127.0.0.1:8080";
