@@ -239,7 +239,12 @@ async fn the_sandbox_serves_its_demo_page_and_production_does_not() {
     let app = spawn_app(Backend::Memory).await;
     let page = app.http.get(app.url("/sandbox")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    assert!(page.text().await.unwrap().contains("/v1/login-sessions"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script src="/qrlogin.js"></script>"#), "{html}");
+    assert!(
+        html.contains(&format!(r#"data-callback="{}/sandbox""#, app.base)),
+        "{html}"
+    );
 
     let mut production = settings(Backend::Memory);
     production.mount_simulator = false;

@@ -356,6 +356,33 @@ test('a WeChat link opened in another browser confirms nothing', async (t) => {
   await sees(page, 'Scan the QR code with WeChat to log in');
 });
 
+test('the sandbox page: widget, phone and backend, with nothing left of an old login', async (t) => {
+  const { page } = await fresh(t, { viewport: { width: 1280, height: 820 } });
+  await page.goto(`${RELAY}/sandbox`);
+  await sees(page, 'Scan with WeChat to log in');
+  const first = await page.locator('#session').textContent();
+  await page.getByRole('button', { name: 'Scan', exact: true }).click();
+  await sees(page, 'Scanned — confirm on your phone');
+  await page.getByRole('button', { name: 'Confirm' }).click();
+  await sees(page, 'Logged in');
+  await page.waitForFunction(() => document.getElementById('ticket').value.includes('.'));
+  await page.getByRole('button', { name: 'Redeem the ticket' }).click();
+  await page.locator('#redeemed', { hasText: '"phone_number": "13800138000"' }).waitFor();
+  await shot(page, 'sandbox-redeemed');
+  // Another connection: a new session, and the old ticket and scan are gone.
+  await page.selectOption('#connection', 'link');
+  await page.waitForFunction((old) => {
+    const id = document.getElementById('session').textContent;
+    return id !== old && id !== '—';
+  }, first);
+  await sees(page, 'Scan with WeChat to log in');
+  assert.equal(await page.inputValue('#ticket'), '');
+  assert.equal(await page.locator('#redeemed').textContent(), '');
+  await page.getByRole('button', { name: 'Confirm' }).click();
+  await page.locator('#phonelog', { hasText: '"error": "not_scanned"' }).waitFor();
+  await sees(page, 'Scan with WeChat to log in');
+});
+
 test('an unregistered redirect_uri gets an error page and no redirect', async (t) => {
   const { page } = await fresh(t);
   const bad = hostedUrl({ connection: 'default', state: 'x', redirect_uri: `${STRANGER}/callback.html` });
