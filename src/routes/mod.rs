@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::pool::CodePool;
 use crate::push::Hub;
 use crate::session::{ClientInfo, LoginSession, SceneId};
-use crate::store::SessionStore;
+use crate::store::{SessionStore, Versioned};
 use crate::wechat::WeChatClient;
 use actix_web::{HttpRequest, web};
 use std::net::IpAddr;
@@ -92,8 +92,24 @@ impl AppState {
     }
 
     /// Reads a session by the id a client gave.
-    pub async fn session(&self, id: &SceneId) -> Result<crate::store::Versioned, ApiError> {
+    pub async fn session(&self, id: &SceneId) -> Result<Versioned, ApiError> {
         self.store.get(id).await?.ok_or_else(ApiError::session_not_found)
+    }
+
+    /// The session a web page asks about: refused (403) to pages of origins its connection does
+    /// not allow, and the response's CORS headers follow that connection.
+    pub async fn page_session(&self, req: &HttpRequest, id: &SceneId) -> Result<Versioned, ApiError> {
+        let current = self.session(id).await?;
+        cors::check_origin(self, req, self.connection_of(&current.session)?)?;
+        Ok(current)
+    }
+
+    /// The same, for the browser that started it: it presents the secret as a bearer token.
+    pub async fn browser_session(&self, req: &HttpRequest, id: &SceneId) -> Result<Versioned, ApiError> {
+        let secret = bearer(req)?;
+        let current = self.page_session(req, id).await?;
+        authorize_browser(&current.session, secret)?;
+        Ok(current)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The PC browser's endpoints: start a session, show its code, read (or long-poll) it, cancel it.
 
-use super::{AppState, authorize_browser, bearer, cors, optional_json, scene_id};
+use super::{AppState, cors, optional_json, scene_id};
 use crate::codes::BrandedCode;
 use crate::error::ApiError;
 use crate::session::{LoginSession, Status, unix_now};
@@ -83,7 +83,6 @@ async fn read(
     query: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
-    let secret = bearer(&req)?;
     let known = match query.status.as_deref() {
         Some(raw) => Some(Status::parse(raw).ok_or_else(|| {
             ApiError::bad_request(
@@ -95,9 +94,7 @@ async fn read(
     };
     // Watch before reading, so a change in between is not missed.
     let mut waiter = state.hub.watch(&id);
-    let mut current = state.session(&id).await?;
-    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
-    authorize_browser(&current.session, secret)?;
+    let mut current = state.browser_session(&req, &id).await?;
 
     let baseline = known.unwrap_or(current.session.status);
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
@@ -121,10 +118,7 @@ async fn cancel(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
-    let secret = bearer(&req)?;
-    let current = state.session(&id).await?;
-    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
-    authorize_browser(&current.session, secret)?;
+    state.browser_session(&req, &id).await?;
     let (stored, ()) = state
         .store
         .update(&id, |s| s.cancel_by_browser(unix_now()))
@@ -157,8 +151,7 @@ async fn code(
         }
     };
     let id = scene_id(&path)?;
-    let current = state.session(&id).await?;
-    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
+    let current = state.page_session(&req, &id).await?;
     if current.session.status.is_final_for_browser() {
         return Err(ApiError::gone(
             "session_finished",

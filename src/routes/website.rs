@@ -10,7 +10,7 @@
 //! holder of the browser secret can turn into a confirmed session. A link or iframe options
 //! sent to someone else complete nothing.
 
-use super::{AppState, authorize_browser, bearer, cors, optional_json, scene_id};
+use super::{AppState, optional_json, scene_id};
 use crate::config::{CodeSettings, Connection};
 use crate::error::ApiError;
 use crate::markup::{escape_html, url_encode};
@@ -114,11 +114,8 @@ async fn start(
         ));
     }
     let id = scene_id(&path)?;
-    let secret = bearer(&req)?;
-    let current = state.session(&id).await?;
+    let current = state.browser_session(&req, &id).await?;
     let connection = state.connection_of(&current.session)?;
-    cors::check_origin(&state, &req, connection)?;
-    authorize_browser(&current.session, secret)?;
     let redirect_uri = callback_url(connection)?;
     current.session.ensure_waiting()?;
 
@@ -189,10 +186,7 @@ async fn complete(
     body: web::Json<CompleteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
-    let secret = bearer(&req)?;
-    let current = state.session(&id).await?;
-    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
-    authorize_browser(&current.session, secret)?;
+    state.browser_session(&req, &id).await?;
     let handoff = state
         .store
         .take_value(&completion_key(&body.completion))

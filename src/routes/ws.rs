@@ -4,7 +4,7 @@
 //! change, pings every 20 s, and closes normally once the browser has nothing more to wait for.
 //! A wrong or missing secret closes the socket with 1008 (policy) and the error code as reason.
 
-use super::{AppState, cors, scene_id};
+use super::{AppState, scene_id};
 use crate::error::ApiError;
 use crate::push::Waiter;
 use crate::store::{SessionStore, Versioned};
@@ -30,8 +30,7 @@ async fn connect(
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
     let waiter = state.hub.watch(&id);
-    let current = state.session(&id).await?;
-    cors::check_origin(&state, &req, state.connection_of(&current.session)?)?;
+    let current = state.page_session(&req, &id).await?;
     let (response, socket, messages) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::bad_request("websocket_required", "This endpoint speaks WebSocket only."))?;
     state.metrics.websockets_opened.inc();

@@ -77,3 +77,75 @@ fn the_sandbox_says_where_it_listens_and_names_the_sandbox_appid() {
     );
     assert!(second.contains(qrlogin_relay::sandbox::SANDBOX_APPID), "{second}");
 }
+
+/// Starts the sandbox with `args`; returns the child and the address it listens on.
+fn sandbox(args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qrlogin-relay"))
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first
+        .strip_prefix("qrlogin-relay listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    (child, base)
+}
+
+#[tokio::test]
+async fn sandbox_flags_shorten_sessions_and_register_a_developers_site() {
+    assert_one_line_refusal(relay(&["sandbox", "--session-ttl", "0"]), "--session-ttl");
+    assert_one_line_refusal(
+        relay(&[
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-origin",
+            "https://a.example/",
+        ]),
+        "allowed_origins",
+    );
+    let (mut child, base) = sandbox(&[
+        "--session-ttl",
+        "7",
+        "--allow-origin",
+        "https://a.example",
+        "--allow-origin",
+        "https://b.example",
+        "--callback-url",
+        "https://a.example/cb",
+    ]);
+    let http = reqwest::Client::new();
+    let create = |origin: &'static str| {
+        http.post(format!("{base}/v1/login-sessions"))
+            .header("origin", origin)
+            .send()
+    };
+    let session: serde_json::Value = create("https://b.example").await.unwrap().json().await.unwrap();
+    assert_eq!(session["expires_in"], 7);
+    // The defaults stay registered beside the developer's own site.
+    assert_eq!(create("http://localhost:8000").await.unwrap().status(), 201);
+    assert_eq!(create("https://c.example").await.unwrap().status(), 403);
+    let login = |callback: &str| {
+        http.get(format!(
+            "{base}/login?connection=default&redirect_uri={}",
+            qrlogin_relay::markup::url_encode(callback)
+        ))
+        .send()
+    };
+    assert_eq!(login("https://a.example/cb").await.unwrap().status(), 200);
+    assert_eq!(
+        login("http://localhost:8000/callback.html")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(login("https://b.example/cb").await.unwrap().status(), 400);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
