@@ -195,19 +195,33 @@ test('with WebSockets blocked the widget long-polls to the end', async (t) => {
 test('a dropped socket shows network trouble, reconnects and carries on', async (t) => {
   const { context, page } = await fresh(t);
   let connections = 0;
+  let release;
+  const released = new Promise((resolve) => { release = resolve; });
   await page.routeWebSocket(/\/ws$/, (ws) => {
     connections += 1;
-    const server = ws.connectToServer();
-    if (connections > 1) return;
-    // The first socket delivers one frame, then the network drops it.
-    ws.onMessage((message) => server.send(message));
-    server.onMessage((message) => { ws.send(message); ws.close({ code: 4000, reason: 'network' }); });
+    if (connections === 1) {
+      // The first socket delivers one frame, then the network drops it.
+      const server = ws.connectToServer();
+      ws.onMessage((message) => server.send(message));
+      server.onMessage((message) => { ws.send(message); ws.close({ code: 4000, reason: 'network' }); });
+      return;
+    }
+    // The reconnect gets through once the test has seen the trouble on the page.
+    const early = [];
+    ws.onMessage((message) => early.push(message));
+    released.then(() => {
+      const server = ws.connectToServer();
+      early.forEach((message) => server.send(message));
+      ws.onMessage((message) => server.send(message));
+      server.onMessage((message) => ws.send(message));
+    });
   });
   const created = nextSession(context);
   await page.goto(`${SITE}/widget.html`);
   const session = await created;
   await sees(page, 'Connection lost — reconnecting…');
   await shot(page, 'widget-trouble');
+  release();
   await sees(page, 'Scan with WeChat to log in');
   assert.equal(connections, 2, 'one reconnect');
   await scan(session, 'fred');
