@@ -211,13 +211,18 @@
     this.redirectLink.hidden = true;
     this.root = root;
     var self = this;
-    this.veilButton.addEventListener('click', function () { self.refreshes = 0; self.renew(); });
+    this.veilButton.addEventListener('click', function () {
+      self.refreshes = 0;
+      // Before the connection is known there is nothing to renew: read it again.
+      if (self.details) self.renew(); else self.load();
+    });
     this.redirectLink.addEventListener('click', function () { self.openWeChatPage(); });
   };
 
   /** Reads the connection's name, logo and companion, then starts (or resumes) a session. */
   Widget.prototype.load = function () {
     var self = this;
+    this.veil.hidden = true;
     this.say(this.t.loading, 'loading');
     request('GET', this.relay + '/v1/connections/' + encodeURIComponent(this.options.connection))
       .then(function (details) {

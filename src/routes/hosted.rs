@@ -15,7 +15,7 @@ use std::io::Cursor;
 const LOGIN_PAGE: &str = include_str!("../../assets/login.html");
 const WIDGET_JS: &str = include_str!("../../assets/qrlogin.js");
 const WIDGET_CSS: &str = include_str!("../../assets/qrlogin.css");
-/// The logo the widget shows beside the tenant's name.
+/// The logo the widget and the mini-program show beside the tenant's name.
 const LOGO_SIDE: u32 = 128;
 /// Long enough to be useless for guessing, short enough for any site's `state`.
 const MAX_STATE_LEN: usize = 512;
@@ -222,7 +222,8 @@ async fn connection_details(
         .json(body))
 }
 
-/// `GET /v1/connections/{identifier}/logo`: the round logo, as on the code, 128 px PNG.
+/// `GET /v1/connections/{identifier}/logo`: the round logo, as on the code, 128 px PNG (the
+/// widget's header and the mini-program's confirm screen).
 async fn connection_logo(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -8,19 +8,16 @@ use crate::token;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-use std::io::Cursor;
 
 /// Launch scenes of a code picked from a chat or the album — a forwarded image, the QRLJacking
 /// pattern: 1048/1049 for sun codes, 1012/1013 for link QR codes. Refused unless the connection
 /// allows them.
 const FORWARDED_SCAN_SCENES: [u32; 4] = [1012, 1013, 1048, 1049];
-const LOGO_SIDE: u32 = 128;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/mp/scan", web::post().to(scan))
         .route("/v1/mp/confirm", web::post().to(confirm))
-        .route("/v1/mp/cancel", web::post().to(cancel))
-        .route("/v1/connections/{identifier}/logo", web::get().to(logo));
+        .route("/v1/mp/cancel", web::post().to(cancel));
 }
 
 #[derive(Deserialize)]
@@ -146,18 +143,4 @@ async fn cancel(
         .await?;
     state.metrics.cancellations.inc();
     Ok(HttpResponse::Ok().json(json!({ "status": "cancelled" })))
-}
-
-/// The connection's round logo, for the mini-program's confirm screen.
-async fn logo(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let connection = state.connection(Some(&path))?;
-    let round = connection.logo.round_image(LOGO_SIDE);
-    let mut png = Vec::new();
-    round
-        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|_| ApiError::internal())?;
-    Ok(HttpResponse::Ok()
-        .content_type("image/png")
-        .insert_header(("Cache-Control", "public, max-age=3600"))
-        .body(png))
 }

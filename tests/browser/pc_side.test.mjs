@@ -273,6 +273,21 @@ test('a cancel on the phone is shown, with a way to start again', async (t) => {
   await sees(page, 'Scan with WeChat to log in');
 });
 
+test('a relay error is said in words, with a retry that asks again', async (t) => {
+  const { context, page } = await fresh(t);
+  const asked = [];
+  page.on('request', (r) => { if (r.url().startsWith(`${RELAY}/v1/`)) asked.push(`${r.method()} ${r.url().slice(RELAY.length)}`); });
+  await page.goto(`${SITE}/widget.html?connection=nope`);
+  await sees(page, 'Something went wrong: This login is not configured');
+  await page.locator('#events', { hasText: 'error unknown_connection' }).waitFor();
+  await shot(page, 'widget-error');
+  const answered = context.waitForEvent('response', { predicate: (r) => r.url().endsWith('/v1/connections/nope') });
+  await page.getByRole('button', { name: 'Try again' }).click();
+  await answered;
+  await sees(page, 'Something went wrong: This login is not configured');
+  assert.deepEqual(asked, ['GET /v1/connections/nope', 'GET /v1/connections/nope'], 'no session was started');
+});
+
 test('the hosted page speaks Chinese and English', async (t) => {
   const { page } = await fresh(t);
   await page.goto(hostedUrl({ connection: 'default', state: 'l1', lang: 'zh-CN' }));
