@@ -141,7 +141,7 @@ pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
 }
 
 /// Checks the browser secret in constant time.
-pub fn authorize_browser(session: &LoginSession, secret: &str) -> Result<(), ApiError> {
+fn authorize_browser(session: &LoginSession, secret: &str) -> Result<(), ApiError> {
     if session.verify_secret(secret) {
         Ok(())
     } else {
