@@ -93,6 +93,8 @@ fn sandbox(args: &[&str]) -> (std::process::Child, String) {
         .strip_prefix("qrlogin-relay listening on ")
         .unwrap_or_else(|| panic!("{first}"))
         .to_owned();
+    // Keep reading: a closed pipe would kill the sandbox at its next line.
+    std::thread::spawn(move || lines.for_each(drop));
     (child, base)
 }
 
