@@ -66,6 +66,15 @@ pub struct Settings {
     /// Mount the WeChat simulator at `/sandbox/wechat` on the same listener.
     #[serde(default)]
     pub mount_simulator: bool,
+    /// The master keys that seal secrets in the store (one base64 32-byte key per line, the
+    /// first seals). Required, except in the sandbox, which makes one up.
+    pub master_key_file: Option<PathBuf>,
+    /// The operator's token for `/v1/admin/…` (inline or as a file); no admin API without one.
+    pub admin_token: Option<Secret>,
+    pub admin_token_file: Option<PathBuf>,
+    /// Set by the sandbox command only: the made-up master key is acceptable.
+    #[serde(skip)]
+    pub sandbox: bool,
     pub connections: Vec<ConnectionSettings>,
 }
 
@@ -86,8 +95,7 @@ pub struct ConnectionSettings {
     pub appid: String,
     pub app_secret: Option<Secret>,
     pub app_secret_file: Option<PathBuf>,
-    /// What the website backend presents as `Authorization: Bearer …` to redeem tickets; also
-    /// the key that signs its ID tokens.
+    /// What the website backend presents as `Authorization: Bearer …` to redeem tickets.
     pub backend_secret: Option<Secret>,
     pub backend_secret_file: Option<PathBuf>,
     /// PNG or JPEG pasted over the code's centre; the bundled logo when absent.
@@ -495,6 +503,32 @@ impl ConnectionSettings {
             allow_forwarded_scans: self.allow_forwarded_scans,
             code,
         })
+    }
+}
+
+impl Settings {
+    /// The operator token, if the admin API is on.
+    pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
+        if self.admin_token.is_none() && self.admin_token_file.is_none() {
+            return Ok(None);
+        }
+        let token = read_secret(&self.admin_token, &self.admin_token_file)
+            .map_err(|e| ConfigError(format!("admin_token: {e}")))?;
+        if token.expose().len() < 12 && !self.sandbox {
+            return Err(ConfigError("admin_token: use at least 12 characters".into()));
+        }
+        Ok(Some(token))
+    }
+
+    /// The master keys: the file's, or the sandbox's made-up one.
+    pub fn master_keys(&self) -> Result<crate::crypto::MasterKeys, ConfigError> {
+        match (&self.master_key_file, self.sandbox) {
+            (Some(path), _) => crate::crypto::MasterKeys::from_file(path).map_err(|e| ConfigError(e.0)),
+            (None, true) => Ok(crate::crypto::MasterKeys::sandbox()),
+            (None, false) => Err(ConfigError(
+                "master_key_file is required: one base64 32-byte key per line (head -c 32 /dev/urandom | base64)".into(),
+            )),
+        }
     }
 }
 

@@ -182,6 +182,17 @@ impl From<crate::session::TransitionError> for ApiError {
     }
 }
 
+impl From<crate::signing::KeyError> for ApiError {
+    fn from(e: crate::signing::KeyError) -> Self {
+        tracing::error!(error = %e, "signing keys unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing_unavailable",
+            "The ID-token signing keys cannot be used right now; try again shortly.",
+        )
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "store call failed");

@@ -5,6 +5,7 @@
 
 pub mod codes;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod id_token;
 pub mod limits;
@@ -15,6 +16,7 @@ pub mod push;
 pub mod routes;
 pub mod sandbox;
 pub mod session;
+pub mod signing;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

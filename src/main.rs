@@ -12,6 +12,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   qrlogin-relay sandbox [--listen ADDR] [--redis URL] [--wechat-api-base URL] [--backend-secret SECRET]
                         [--session-ttl SECS] [--allow-origin ORIGIN]... [--callback-url URL]...
+                        [--admin-token TOKEN]
   qrlogin-relay wechat-sim [--listen ADDR]
   qrlogin-relay serve --config FILE";
 
@@ -65,6 +66,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                     "--session-ttl",
                     "--allow-origin",
                     "--callback-url",
+                    "--admin-token",
                 ],
             )?;
             let mut options = SandboxOptions::default();
@@ -82,6 +84,9 @@ fn parse(args: &[String]) -> Result<Command, String> {
                     .ok()
                     .filter(|t| (1..=3600).contains(t))
                     .ok_or("--session-ttl needs a number of seconds from 1 to 3600")?;
+            }
+            if let Some(token) = f.remove("admin-token") {
+                options.admin_token = token;
             }
             options.allowed_origins.extend(f.remove_all("allow-origin"));
             options.callback_urls.extend(f.remove_all("callback-url"));

@@ -204,17 +204,18 @@ impl CodePool {
             return Ok(0);
         };
         let key = Self::key(connection);
-        let lock = format!("{key}:refill");
         let have = self.store.queue_len(&key).await.map_err(CodeFailure::Store)?;
-        if have >= low_water.max(1)
-            || !self
-                .store
-                .try_lock(&lock, REFILL_LOCK_MS)
-                .await
-                .map_err(CodeFailure::Store)?
-        {
+        if have >= low_water.max(1) {
             return Ok(0);
         }
+        let Some(lock) = self
+            .store
+            .try_lock(&format!("{key}:refill"), REFILL_LOCK_MS)
+            .await
+            .map_err(CodeFailure::Store)?
+        else {
+            return Ok(0);
+        };
         let (mut added, mut failure) = (0, None);
         let mut missing = size - have;
         while missing > 0 {
@@ -231,7 +232,7 @@ impl CodePool {
             }
         }
         self.metrics.pool_refilled.add(added as u64);
-        self.store.delete_value(&lock).await.map_err(CodeFailure::Store)?;
+        self.store.unlock(lock).await.map_err(CodeFailure::Store)?;
         match failure {
             Some(e) => Err(e),
             None => Ok(added),

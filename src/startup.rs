@@ -8,6 +8,7 @@ use crate::pool::CodePool;
 use crate::push::Hub;
 use crate::routes::{self, AppState};
 use crate::sandbox::{self, Simulator};
+use crate::signing::KeyRing;
 use crate::store::{SessionStore, StoreError};
 use crate::wechat::WeChatClient;
 use actix_web::dev::Server;
@@ -25,6 +26,7 @@ pub enum StartupError {
     Store(StoreError),
     Io(std::io::Error),
     WeChat(String),
+    Keys(crate::signing::KeyError),
 }
 
 impl fmt::Display for StartupError {
@@ -34,6 +36,7 @@ impl fmt::Display for StartupError {
             StartupError::Store(e) => write!(f, "{e}"),
             StartupError::Io(e) => write!(f, "{e}"),
             StartupError::WeChat(e) => write!(f, "{e}"),
+            StartupError::Keys(e) => write!(f, "{e}"),
         }
     }
 }
@@ -78,6 +81,8 @@ impl Application {
         let connections = settings
             .connections(&public_base_url)
             .map_err(StartupError::Config)?;
+        let master_keys = Arc::new(settings.master_keys().map_err(StartupError::Config)?);
+        let admin_token = settings.admin_token().map_err(StartupError::Config)?;
         let store = match &settings.redis_url {
             Some(url) => SessionStore::redis(url, &settings.key_prefix, settings.linger_secs)
                 .await
@@ -102,6 +107,9 @@ impl Application {
         let feed = store.subscribe().await.map_err(StartupError::Store)?;
         let feed = tokio::spawn(hub.clone().run(feed));
 
+        let keys = Arc::new(KeyRing::new(store.clone(), master_keys));
+        // Made (or read) now, so the first login does not wait and a bad master key stops the start.
+        keys.current().await.map_err(StartupError::Keys)?;
         let metrics = Arc::new(Metrics::default());
         let pool = Arc::new(CodePool::new(store.clone(), wechat.clone(), metrics.clone()));
         let pooling = tokio::spawn(pool.clone().run(connections.all().cloned().collect()));
@@ -121,6 +129,8 @@ impl Application {
                 calls_per_openid: settings.calls_per_openid_per_minute,
             },
             trusted_proxies: settings.trusted_proxies.clone(),
+            keys,
+            admin_token,
         });
         let simulator = settings
             .mount_simulator

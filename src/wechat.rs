@@ -307,8 +307,11 @@ impl WeChatClient {
     /// The cached token unless it is `stale`; otherwise one caller (across all instances)
     /// fetches a new one while the others wait for it to appear.
     async fn access_token(&self, app: &WeChatApp, stale: Option<&str>) -> Result<String, WeChatError> {
-        let key = format!("wechat-token:{}", app.appid);
-        let lock = format!("wechat-token-lock:{}", app.appid);
+        // Keyed by the secret's fingerprint too: a tenant with a changed (or another tenant's
+        // claimed) AppSecret never gets a token fetched with a different one.
+        let app_key = format!("{}:{}", app.appid, &crate::token::hash(app.secret.expose())[..16]);
+        let key = format!("wechat-token:{app_key}");
+        let lock = format!("wechat-token-lock:{app_key}");
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT * 2;
         loop {
             if let Some(cached) = self.store.get_value(&key).await? {
@@ -317,7 +320,7 @@ impl WeChatClient {
                     return Ok(cached);
                 }
             }
-            if self.store.try_lock(&lock, TOKEN_LOCK_MS).await? {
+            if let Some(lock) = self.store.try_lock(&lock, TOKEN_LOCK_MS).await? {
                 let fetched = self.fetch_stable_token(app, stale).await;
                 if let Ok((token, expires_in)) = &fetched {
                     // Renew a minute early so no call carries a token about to lapse.
@@ -325,7 +328,7 @@ impl WeChatClient {
                         .put_value(&key, token.as_bytes(), expires_in.saturating_sub(60).max(1))
                         .await?;
                 }
-                self.store.delete_value(&lock).await?;
+                self.store.unlock(lock).await?;
                 return fetched.map(|(token, _)| token);
             }
             if tokio::time::Instant::now() >= deadline {

@@ -1,6 +1,7 @@
 //! HTTP handlers, grouped by caller. Each parses, calls the domain, store or WeChat client, and
 //! maps errors; the work lives elsewhere.
 
+pub mod admin;
 pub mod cors;
 pub mod hosted;
 pub mod miniprogram;
@@ -11,13 +12,14 @@ pub mod tickets;
 pub mod website;
 pub mod ws;
 
-use crate::config::{Connection, Connections};
+use crate::config::{Connection, Connections, Secret};
 use crate::error::ApiError;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::pool::CodePool;
 use crate::push::Hub;
 use crate::session::{ClientInfo, LoginSession, SceneId};
+use crate::signing::KeyRing;
 use crate::store::{SessionStore, Versioned};
 use crate::wechat::WeChatClient;
 use actix_web::{HttpRequest, web};
@@ -40,6 +42,10 @@ pub struct AppState {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
     pub pool: Arc<CodePool>,
+    /// The ID-token signing keys, shared by all instances.
+    pub keys: Arc<KeyRing>,
+    /// The operator's token for `/v1/admin/…`; the admin API is off without one.
+    pub admin_token: Option<Secret>,
 }
 
 impl AppState {
@@ -121,6 +127,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     website::configure(cfg);
     miniprogram::configure(cfg);
     tickets::configure(cfg);
+    admin::configure(cfg);
     ops::configure(cfg);
 }
 

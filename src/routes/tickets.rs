@@ -40,17 +40,22 @@ async fn redeem(
         ));
     }
     let now = unix_now();
-    let (_, identity) = state.store.update(&id, |s| s.redeem(&body.ticket, now)).await?;
+    // The keys first: a redemption that cannot sign must not spend the ticket.
+    let keys = state.keys.current().await?;
+    let (stored, identity) = state.store.update(&id, |s| s.redeem(&body.ticket, now)).await?;
     state.metrics.redemptions.inc();
 
     let claims = IdTokenClaims {
         issuer: &state.public_base_url,
         connection: &connection.identifier,
         identity: &identity,
-        session_id: id.as_str(),
+        auth_time: stored.session.finished_at.unwrap_or(now),
         now,
     };
-    let id_token = id_token::sign(&claims, connection.backend_secret.expose().as_bytes());
+    let id_token = id_token::sign(&claims, &keys).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign an ID token");
+        ApiError::internal()
+    })?;
     let phone = identity.phone.as_ref();
     let mut user = json!({
             "path": identity.path,

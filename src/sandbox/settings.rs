@@ -17,6 +17,7 @@ pub struct SandboxOptions {
     /// A developer's own site, registered on every sandbox connection (with the defaults).
     pub allowed_origins: Vec<String>,
     pub callback_urls: Vec<String>,
+    pub admin_token: String,
 }
 
 /// A site served on localhost:8000 (`python3 -m http.server 8000`) works with the sandbox as it
@@ -38,6 +39,7 @@ impl Default for SandboxOptions {
             session_ttl_secs: 120,
             allowed_origins: DEFAULT_SITE_ORIGINS.map(String::from).to_vec(),
             callback_urls: DEFAULT_SITE_CALLBACKS.map(String::from).to_vec(),
+            admin_token: "sandbox-admin".into(),
         }
     }
 }
@@ -53,6 +55,7 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         session_ttl_secs,
         allowed_origins,
         callback_urls,
+        admin_token,
     } = options;
     let mini_program = ConnectionSettings {
         identifier: "default".into(),
@@ -117,6 +120,10 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         sessions_per_ip_per_minute: 600,
         calls_per_openid_per_minute: 120,
         trusted_proxies: Vec::new(),
+        master_key_file: None,
+        admin_token: Some(Secret::new(admin_token)),
+        admin_token_file: None,
+        sandbox: true,
         connections: vec![mini_program, link, website],
     }
 }

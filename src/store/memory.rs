@@ -123,6 +123,18 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub async fn put_new_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<bool, StoreError> {
+        let now = unix_now();
+        let mut state = self.state()?;
+        if state.values.get(key).is_some_and(|(_, until)| *until > now) {
+            return Ok(false);
+        }
+        state
+            .values
+            .insert(key.to_owned(), (value.to_vec(), now + ttl_secs));
+        Ok(true)
+    }
+
     pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = unix_now();
         Ok(self
@@ -179,16 +191,12 @@ impl MemoryStore {
         Ok(*count)
     }
 
-    pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        let now = unix_now();
+    pub async fn delete_value_if(&self, key: &str, expected: &[u8]) -> Result<(), StoreError> {
         let mut state = self.state()?;
-        if state.values.get(key).is_some_and(|(_, until)| *until > now) {
-            return Ok(false);
+        if state.values.get(key).is_some_and(|(value, _)| value == expected) {
+            state.values.remove(key);
         }
-        state
-            .values
-            .insert(key.to_owned(), (Vec::new(), now + ttl_ms.div_ceil(1000)));
-        Ok(true)
+        Ok(())
     }
 
     pub fn subscribe(&self) -> MemoryFeed {

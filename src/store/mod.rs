@@ -44,6 +44,13 @@ impl From<StoreError> for UpdateError {
     }
 }
 
+/// A held store lock: its key and the random value that proves who holds it.
+#[derive(Debug)]
+pub struct Lock {
+    key: String,
+    holder: String,
+}
+
 /// What the event feed yields: a changed session, or "events may have been missed, re-read".
 #[derive(Debug)]
 pub enum FeedItem {
@@ -170,6 +177,12 @@ impl SessionStore {
         dispatch!(self, s => s.put_value(key, value, ttl_secs).await)
     }
 
+    /// Stores a value only if the key holds none; returns whether it did (of concurrent
+    /// callers, one does).
+    pub async fn put_new_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.put_new_value(key, value, ttl_secs).await)
+    }
+
     pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         dispatch!(self, s => s.get_value(key).await)
     }
@@ -203,9 +216,22 @@ impl SessionStore {
         dispatch!(self, s => s.count(key, window_secs).await)
     }
 
-    /// Takes a lock shared by every instance for `ttl_ms` unless someone holds it.
-    pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.try_lock(key, ttl_ms).await)
+    /// Takes a lock shared by every instance for `ttl_ms` unless someone holds it. Only the
+    /// holder can release it early (`unlock`); otherwise it lapses.
+    pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<Option<Lock>, StoreError> {
+        let holder = crate::token::random_base62(22);
+        let taken =
+            dispatch!(self, s => s.put_new_value(key, holder.as_bytes(), ttl_ms.div_ceil(1000)).await)?;
+        Ok(taken.then(|| Lock {
+            key: key.to_owned(),
+            holder,
+        }))
+    }
+
+    /// Releases a lock if this holder still has it (compare-and-delete): a lock that lapsed and
+    /// was taken by someone else is left to them.
+    pub async fn unlock(&self, lock: Lock) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delete_value_if(&lock.key, lock.holder.as_bytes()).await)
     }
 
     /// The stream of committed changes. Subscribes before returning, so nothing committed after

@@ -22,6 +22,10 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n";
 
+const DELETE_IF: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
 const COMPARE_AND_SET: &str = r"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
@@ -43,6 +47,7 @@ struct Scripts {
     insert: Script,
     compare_and_set: Script,
     count: Script,
+    delete_if: Script,
 }
 
 fn store_error(e: impl std::fmt::Display) -> StoreError {
@@ -77,6 +82,7 @@ impl RedisStore {
                 insert: Script::new(INSERT),
                 compare_and_set: Script::new(COMPARE_AND_SET),
                 count: Script::new(COUNT),
+                delete_if: Script::new(DELETE_IF),
             }),
         };
         store.ping().await?;
@@ -171,6 +177,21 @@ impl RedisStore {
         bounded(conn.set_ex::<_, _, ()>(self.value_key(key), value, ttl_secs.max(1))).await
     }
 
+    pub async fn put_new_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = bounded(
+            redis::cmd("SET")
+                .arg(self.value_key(key))
+                .arg(value)
+                .arg("NX")
+                .arg("EX")
+                .arg(ttl_secs.max(1))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(set.is_some())
+    }
+
     pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
         bounded(conn.get(self.value_key(key))).await
@@ -220,19 +241,11 @@ impl RedisStore {
         bounded(call.invoke_async(&mut conn)).await
     }
 
-    pub async fn try_lock(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+    pub async fn delete_value_if(&self, key: &str, expected: &[u8]) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let set: Option<String> = bounded(
-            redis::cmd("SET")
-                .arg(self.value_key(key))
-                .arg("1")
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(set.is_some())
+        let mut call = self.scripts.delete_if.key(self.value_key(key));
+        call.arg(expected);
+        bounded(call.invoke_async::<i64>(&mut conn)).await.map(|_| ())
     }
 
     pub async fn subscribe(&self) -> Result<RedisFeed, StoreError> {

@@ -279,6 +279,27 @@ impl TestApp {
         (response.status(), response.json().await.unwrap())
     }
 
+    /// Verifies an ID token as a website backend would: with the relay's JWKS and an ordinary
+    /// JWT library (`jsonwebtoken`), checking issuer and audience. Returns the claims.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<Value, jsonwebtoken::errors::Error> {
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_value(fetch_json(self.http.get(self.url("/.well-known/jwks.json"))).await)
+                .unwrap();
+        let kid = jsonwebtoken::decode_header(token)?.kid.unwrap_or_default();
+        let jwk = jwks
+            .find(&kid)
+            .ok_or(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[&self.base]);
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk)?;
+        Ok(jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims)
+    }
+
     pub async fn sim_calls(&self, api: &str) -> u64 {
         let stats = fetch_json(self.http.get(format!("{}/_sim/stats", self.wechat))).await;
         stats["calls"][api].as_u64().unwrap_or(0)

@@ -7,6 +7,7 @@ mod cli;
 mod codes;
 mod concurrency;
 mod helpers;
+mod id_tokens;
 mod login;
 mod multi_instance;
 mod pc_side;
