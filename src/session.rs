@@ -113,28 +113,80 @@ pub struct Identity {
     pub phone: Option<Phone>,
 }
 
+/// A value sealed under the relay's master key (an identity): opaque to the domain, so a
+/// session record read from the store shows nobody's openid, unionid or phone number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sealed(pub String);
+
 /// The person who scanned; `scan_token_hash` proves later calls come from them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scanner {
-    pub identity: Identity,
+    /// Who scanned (openid, unionid), sealed: the confirm opens it to ask WeChat for the phone.
+    pub identity: Sealed,
+    /// Tells a rescan by the same person without opening the seal.
+    pub openid_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
     pub scan_token_hash: String,
 }
 
-/// The one-time ticket the browser hands to its website backend. Its text is
-/// `{session id}.{secret}`, so redemption finds the session without a separate index; only the
-/// secret part's hash is kept for the check.
+/// The key tickets are derived with. A ticket reads `{session id}.{MAC(key, id, nonce)}`:
+/// redemption finds the session without an index, the record keeps only the nonce and the
+/// ticket's hash, and the relay derives the ticket again for the browser secret holder.
+#[derive(Clone)]
+pub struct TicketKey(String);
+
+impl fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TicketKey([redacted])")
+    }
+}
+
+impl TicketKey {
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
+    fn derive(&self, id: &SceneId, nonce: &str) -> String {
+        use hmac::Mac;
+        let digest = match hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.as_bytes()) {
+            Ok(mut mac) => {
+                mac.update(id.as_str().as_bytes());
+                mac.update(b".");
+                mac.update(nonce.as_bytes());
+                token::hex(&mac.finalize().into_bytes())
+            }
+            // HMAC takes keys of any length.
+            Err(_) => token::hash(format!("{}.{id}.{nonce}", self.0)),
+        };
+        format!("{id}.{}", &digest[..32])
+    }
+}
+
+/// The one-time ticket the browser hands to its website backend (see [`TicketKey`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
-    pub value: String,
+    pub nonce: String,
+    pub hash: String,
     pub expires_at: u64,
 }
 
 impl Ticket {
-    pub fn issue(id: &SceneId, now: u64, ttl_secs: u64) -> Self {
+    pub fn issue(id: &SceneId, now: u64, ttl_secs: u64, key: &TicketKey) -> Self {
+        let nonce = token::random_base62(22);
         Self {
-            value: format!("{id}.{}", token::random_base62(32)),
+            hash: token::hash(key.derive(id, &nonce)),
+            nonce,
             expires_at: now + ttl_secs,
         }
+    }
+
+    /// The ticket's text, for the browser that holds the session's secret.
+    pub fn value(&self, id: &SceneId, key: &TicketKey) -> String {
+        key.derive(id, &self.nonce)
     }
 
     /// The session id a ticket names, if the ticket is well formed.
@@ -172,7 +224,8 @@ pub struct LoginSession {
     pub secret_hash: String,
     pub client: ClientInfo,
     pub scanner: Option<Scanner>,
-    pub identity: Option<Identity>,
+    /// The confirmed person, sealed.
+    pub identity: Option<Sealed>,
     pub ticket: Option<Ticket>,
     /// When the session reached a terminal status (or confirmed): records linger after it.
     pub finished_at: Option<u64>,
@@ -261,16 +314,21 @@ impl LoginSession {
         }
     }
 
-    /// The scan by `identity`. Idempotent for the same openid (a fresh scan token replaces the
-    /// old one); another openid finds the session taken.
-    pub fn scan(&mut self, identity: Identity, scan_token_hash: String) -> Result<(), TransitionError> {
+    /// The scan by `identity` (kept `sealed`). Idempotent for the same openid (a fresh scan
+    /// token replaces the old one); another openid finds the session taken.
+    pub fn scan(
+        &mut self,
+        identity: &Identity,
+        sealed: Sealed,
+        scan_token_hash: String,
+    ) -> Result<(), TransitionError> {
+        let openid_hash = token::hash(&identity.openid);
         match self.status {
             Status::Pending => {}
             Status::Scanned => {
-                let same = self
-                    .scanner
-                    .as_ref()
-                    .is_some_and(|s| s.identity.openid == identity.openid);
+                let same = self.scanner.as_ref().is_some_and(|s| {
+                    token::constant_time_eq(s.openid_hash.as_bytes(), openid_hash.as_bytes())
+                });
                 if !same {
                     return Err(TransitionError::Taken);
                 }
@@ -279,7 +337,10 @@ impl LoginSession {
         }
         self.status = Status::Scanned;
         self.scanner = Some(Scanner {
-            identity,
+            identity: sealed,
+            openid_hash,
+            nickname: identity.nickname.clone(),
+            avatar_url: identity.avatar_url.clone(),
             scan_token_hash,
         });
         Ok(())
@@ -298,19 +359,20 @@ impl LoginSession {
         Ok(scanner)
     }
 
-    /// The scanner confirms: the session carries the identity and a new ticket.
+    /// The scanner confirms: the session carries the identity (sealed) and a new ticket.
     pub fn confirm(
         &mut self,
         raw_scan_token: &str,
-        identity: Identity,
+        identity: &Identity,
+        sealed: Sealed,
         ticket: Ticket,
         now: u64,
     ) -> Result<(), TransitionError> {
         let scanner = self.check_scanner(raw_scan_token)?;
-        if scanner.identity.openid != identity.openid {
+        if !token::matches_hash(&identity.openid, &scanner.openid_hash) {
             return Err(TransitionError::BadScanToken);
         }
-        self.identity = Some(identity);
+        self.identity = Some(sealed);
         self.ticket = Some(ticket);
         self.status = Status::Confirmed;
         self.finished_at = Some(now);
@@ -320,7 +382,7 @@ impl LoginSession {
     /// Confirmation by a path with no scan step (the website app): pending → confirmed.
     pub fn confirm_directly(
         &mut self,
-        identity: Identity,
+        identity: Sealed,
         ticket: Ticket,
         now: u64,
     ) -> Result<(), TransitionError> {
@@ -362,10 +424,10 @@ impl LoginSession {
         }
     }
 
-    /// The website backend redeems the ticket: once, before it expires.
-    pub fn redeem(&mut self, raw_ticket: &str, now: u64) -> Result<Identity, TransitionError> {
+    /// The website backend redeems the ticket: once, before it expires. Returns the sealed person.
+    pub fn redeem(&mut self, raw_ticket: &str, now: u64) -> Result<Sealed, TransitionError> {
         let ticket = self.ticket.as_ref().ok_or(TransitionError::BadTicket)?;
-        if !token::constant_time_eq(raw_ticket.as_bytes(), ticket.value.as_bytes()) {
+        if !token::matches_hash(raw_ticket, &ticket.hash) {
             return Err(TransitionError::BadTicket);
         }
         match self.status {
@@ -381,13 +443,14 @@ impl LoginSession {
         Ok(identity)
     }
 
-    pub fn browser_view(&self) -> BrowserView {
+    /// What the browser sees; the ticket, once confirmed, is derived with `key`.
+    pub fn browser_view(&self, key: &TicketKey) -> BrowserView {
         let scanned = self.scanner.as_ref().map(|s| ScannedBy {
-            nickname: s.identity.nickname.clone(),
-            avatar_url: s.identity.avatar_url.clone(),
+            nickname: s.nickname.clone(),
+            avatar_url: s.avatar_url.clone(),
         });
         let ticket = (self.status == Status::Confirmed)
-            .then(|| self.ticket.as_ref().map(|t| t.value.clone()))
+            .then(|| self.ticket.as_ref().map(|t| t.value(&self.id, key)))
             .flatten();
         BrowserView {
             id: self.id.clone(),
@@ -397,6 +460,16 @@ impl LoginSession {
             ticket,
             error: self.failure.clone(),
         }
+    }
+
+    /// The record as an event for waiting browsers: without the person (sealed or not).
+    pub fn for_event(&self) -> Self {
+        let mut event = self.clone();
+        event.identity = None;
+        if let Some(scanner) = &mut event.scanner {
+            scanner.identity = Sealed::default();
+        }
+        event
     }
 
     fn finish(&mut self, status: Status, now: u64) {
@@ -446,10 +519,19 @@ mod tests {
         }
     }
 
+    fn key() -> TicketKey {
+        TicketKey::new("ticket-key".into())
+    }
+
+    /// Stands in for the master key's seal, which lives outside this pure module.
+    fn seal(openid: &str) -> Sealed {
+        Sealed(format!("sealed:{openid}"))
+    }
+
     fn scanned(now: u64) -> (LoginSession, String) {
         let (mut s, _) = LoginSession::start(SceneId::random(), "default", client(), now, 120);
         let scan_token = "scan-token".to_owned();
-        s.scan(who("o1"), token::hash(&scan_token)).unwrap();
+        s.scan(&who("o1"), seal("o1"), token::hash(&scan_token)).unwrap();
         (s, scan_token)
     }
 
@@ -459,57 +541,75 @@ mod tests {
         assert!(s.verify_secret(&secret));
         assert!(!s.verify_secret("nope"));
         assert_eq!(s.status, Status::Pending);
-        s.scan(who("o1"), token::hash("t")).unwrap();
+        s.scan(&who("o1"), seal("o1"), token::hash("t")).unwrap();
         assert_eq!(s.status, Status::Scanned);
-        let ticket = Ticket::issue(&s.id, 1010, 60);
-        s.confirm("t", who("o1"), ticket.clone(), 1010).unwrap();
-        assert_eq!(s.browser_view().ticket.as_deref(), Some(ticket.value.as_str()));
-        assert_eq!(Ticket::session_of(&ticket.value), Some(s.id.clone()));
-        assert_eq!(s.redeem(&ticket.value, 1020).unwrap().openid, "o1");
+        let ticket = Ticket::issue(&s.id, 1010, 60, &key());
+        s.confirm("t", &who("o1"), seal("o1"), ticket.clone(), 1010)
+            .unwrap();
+        let value = ticket.value(&s.id, &key());
+        assert_eq!(s.browser_view(&key()).ticket.as_deref(), Some(value.as_str()));
+        assert_eq!(Ticket::session_of(&value), Some(s.id.clone()));
+        let record = serde_json::to_string(&s).unwrap();
+        assert!(!record.contains(&value) && !record.contains("\"o1\""), "{record}");
+        let event = s.for_event();
+        assert!(event.identity.is_none());
+        assert_eq!(event.scanner.as_ref().unwrap().identity, Sealed::default());
+        assert_eq!(
+            event.browser_view(&key()),
+            s.browser_view(&key()),
+            "a browser needs no more"
+        );
+        assert_ne!(
+            Ticket::issue(&s.id, 1010, 60, &TicketKey::new("another".into())).value(&s.id, &key()),
+            value,
+            "the ticket depends on the key"
+        );
+        assert_eq!(s.redeem(&value, 1020).unwrap(), seal("o1"));
         assert_eq!(s.status, Status::Redeemed);
         assert_eq!(
-            s.browser_view().ticket,
+            s.browser_view(&key()).ticket,
             None,
             "a redeemed ticket is not shown again"
         );
-        assert_eq!(
-            s.redeem(&ticket.value, 1021),
-            Err(TransitionError::AlreadyRedeemed)
-        );
+        assert_eq!(s.redeem(&value, 1021), Err(TransitionError::AlreadyRedeemed));
     }
 
     #[test]
     fn rescan_by_the_same_openid_is_idempotent_and_another_openid_is_refused() {
         let (mut s, _) = scanned(1000);
-        s.scan(who("o1"), token::hash("t2")).unwrap();
+        s.scan(&who("o1"), seal("o1"), token::hash("t2")).unwrap();
         assert!(s.check_scanner("t2").is_ok());
         assert!(
             s.check_scanner("scan-token").is_err(),
             "the new scan token replaces the old one"
         );
-        assert_eq!(s.scan(who("o2"), token::hash("t3")), Err(TransitionError::Taken));
+        assert_eq!(
+            s.scan(&who("o2"), seal("o2"), token::hash("t3")),
+            Err(TransitionError::Taken)
+        );
     }
 
     #[test]
     fn confirm_needs_a_scan_and_the_scanners_token() {
         let (mut s, _) = LoginSession::start(SceneId::random(), "default", client(), 1000, 120);
-        let t = Ticket::issue(&s.id, 1000, 60);
+        let t = Ticket::issue(&s.id, 1000, 60, &key());
         assert_eq!(
-            s.confirm("x", who("o1"), t.clone(), 1000),
+            s.confirm("x", &who("o1"), seal("o1"), t.clone(), 1000),
             Err(TransitionError::NotScanned)
         );
         let (mut s, token) = scanned(1000);
         assert_eq!(
-            s.confirm("wrong", who("o1"), t.clone(), 1000),
+            s.confirm("wrong", &who("o1"), seal("o1"), t.clone(), 1000),
             Err(TransitionError::BadScanToken)
         );
         assert_eq!(
-            s.confirm(&token, who("o2"), t.clone(), 1000),
+            s.confirm(&token, &who("o2"), seal("o2"), t.clone(), 1000),
             Err(TransitionError::BadScanToken)
         );
-        s.confirm(&token, who("o1"), t.clone(), 1000).unwrap();
+        s.confirm(&token, &who("o1"), seal("o1"), t.clone(), 1000)
+            .unwrap();
         assert_eq!(
-            s.confirm(&token, who("o1"), t, 1000),
+            s.confirm(&token, &who("o1"), seal("o1"), t, 1000),
             Err(TransitionError::AlreadyConfirmed)
         );
     }
@@ -523,8 +623,14 @@ mod tests {
         assert_eq!(s.cancel_by_browser(1121), Err(TransitionError::Expired));
 
         let (mut s, token) = scanned(1000);
-        s.confirm(&token, who("o1"), Ticket::issue(&s.id, 1000, 60), 1000)
-            .unwrap();
+        s.confirm(
+            &token,
+            &who("o1"),
+            seal("o1"),
+            Ticket::issue(&s.id, 1000, 60, &key()),
+            1000,
+        )
+        .unwrap();
         assert!(
             !s.expire_if_due(5000),
             "a confirmed session does not expire; its ticket does"
@@ -534,11 +640,15 @@ mod tests {
     #[test]
     fn tickets_expire_and_wrong_tickets_are_refused() {
         let (mut s, token) = scanned(1000);
-        let t = Ticket::issue(&s.id, 1000, 60);
-        s.confirm(&token, who("o1"), t.clone(), 1000).unwrap();
+        let t = Ticket::issue(&s.id, 1000, 60, &key());
+        s.confirm(&token, &who("o1"), seal("o1"), t.clone(), 1000)
+            .unwrap();
         let forged = format!("{}.{}", s.id, "A".repeat(32));
         assert_eq!(s.redeem(&forged, 1001), Err(TransitionError::BadTicket));
-        assert_eq!(s.redeem(&t.value, 1060), Err(TransitionError::TicketExpired));
+        assert_eq!(
+            s.redeem(&t.value(&s.id, &key()), 1060),
+            Err(TransitionError::TicketExpired)
+        );
         assert_eq!(s.status, Status::Confirmed);
     }
 
@@ -552,7 +662,10 @@ mod tests {
         s.cancel_by_scanner(&token, 1001).unwrap();
         assert_eq!(s.status, Status::Cancelled);
         assert_eq!(s.cancel_by_browser(1002), Ok(()));
-        assert_eq!(s.scan(who("o1"), "h".into()), Err(TransitionError::Cancelled));
+        assert_eq!(
+            s.scan(&who("o1"), seal("o1"), "h".into()),
+            Err(TransitionError::Cancelled)
+        );
     }
 
     #[test]

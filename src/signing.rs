@@ -3,10 +3,11 @@
 //! signs with the same key. The newest signs; the one before stays published after a rotation,
 //! so tokens issued just before it still verify. Each instance re-reads the keys at most once a
 //! second: a rotation made on one instance is in force on all within a second.
-//! The same record holds the salt of the per-connection (pairwise) subject ids.
+//! The same record holds the salt of the per-connection (pairwise) subject ids and the key
+//! tickets are derived with.
 
 use crate::crypto::{CryptoError, MasterKeys};
-use crate::session::unix_now;
+use crate::session::{TicketKey, unix_now};
 use crate::store::{SessionStore, StoreError};
 use crate::token;
 use base64::Engine;
@@ -66,10 +67,11 @@ struct StoredKey {
     pkcs8: String,
 }
 
-/// What the store keeps (sealed): the keys, oldest first, and the pairwise salt.
+/// What the store keeps (sealed): the keys, oldest first, the pairwise salt, the ticket key.
 #[derive(Serialize, Deserialize)]
 struct StoredKeys {
     pairwise_salt: String,
+    ticket_key: String,
     keys: Vec<StoredKey>,
 }
 
@@ -77,6 +79,7 @@ impl StoredKeys {
     fn new() -> Result<Self, CryptoError> {
         Ok(Self {
             pairwise_salt: token::random_base62(43),
+            ticket_key: token::random_base62(43),
             keys: vec![new_key()?],
         })
     }
@@ -109,6 +112,7 @@ pub struct SigningKeys {
     /// The public keys to publish (JWKS entries), newest first.
     pub jwks: Vec<Value>,
     pub pairwise_salt: String,
+    pub ticket_key: TicketKey,
 }
 
 impl SigningKeys {
@@ -132,6 +136,7 @@ impl SigningKeys {
             encoding,
             jwks,
             pairwise_salt: stored.pairwise_salt.clone(),
+            ticket_key: TicketKey::new(stored.ticket_key.clone()),
         })
     }
 }

@@ -107,7 +107,7 @@ impl Application {
         let feed = store.subscribe().await.map_err(StartupError::Store)?;
         let feed = tokio::spawn(hub.clone().run(feed));
 
-        let keys = Arc::new(KeyRing::new(store.clone(), master_keys));
+        let keys = Arc::new(KeyRing::new(store.clone(), master_keys.clone()));
         // Made (or read) now, so the first login does not wait and a bad master key stops the start.
         keys.current().await.map_err(StartupError::Keys)?;
         let metrics = Arc::new(Metrics::default());
@@ -130,6 +130,7 @@ impl Application {
             },
             trusted_proxies: settings.trusted_proxies.clone(),
             keys,
+            master: master_keys,
             admin_token,
         });
         let simulator = settings

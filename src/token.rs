@@ -26,9 +26,13 @@ pub fn random_base62(len: usize) -> String {
 
 /// Hex SHA-256 of a token: what the stores keep instead of the raw value.
 pub fn hash(raw: impl AsRef<[u8]>) -> String {
-    let digest = Sha256::digest(raw.as_ref());
-    let mut out = String::with_capacity(64);
-    for b in digest {
+    hex(&Sha256::digest(raw.as_ref()))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         out.push_str(&format!("{b:02x}"));
     }
     out

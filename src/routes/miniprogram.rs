@@ -64,11 +64,14 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
         avatar_url: None,
         phone: None,
     };
+    let sealed = state.seal_identity(&identity)?;
     let scan_token = token::random_base62(32);
     let scan_token_hash = token::hash(&scan_token);
     let (stored, ()) = state
         .store
-        .update(&id, |s| s.scan(identity.clone(), scan_token_hash.clone()))
+        .update(&id, |s| {
+            s.scan(&identity, sealed.clone(), scan_token_hash.clone())
+        })
         .await?;
     state.metrics.scans.inc();
     let session = &stored.session;
@@ -101,24 +104,27 @@ async fn confirm(
     let connection = state.connection_of(&current.session)?.clone();
     // Only the scanner may confirm: check before asking WeChat for the phone number.
     let scanner = current.session.check_scanner(&body.scan_token)?;
+    let scanned = state.open_identity(&scanner.identity)?;
     state
         .limits
-        .mini_program_call(&state.store, &scanner.identity.openid)
+        .mini_program_call(&state.store, &scanned.openid)
         .await?;
     let phone = state
         .wechat
-        .phone_number(&connection.app, &body.phone_code, &scanner.identity.openid)
+        .phone_number(&connection.app, &body.phone_code, &scanned.openid)
         .await?;
     let identity = Identity {
         phone: Some(phone),
-        ..scanner.identity.clone()
+        ..scanned
     };
+    let sealed = state.seal_identity(&identity)?;
+    let keys = state.keys.current().await?;
     let now = unix_now();
-    let ticket = Ticket::issue(&id, now, state.ticket_ttl_secs);
+    let ticket = Ticket::issue(&id, now, state.ticket_ttl_secs, &keys.ticket_key);
     state
         .store
         .update(&id, |s| {
-            s.confirm(&body.scan_token, identity.clone(), ticket.clone(), now)
+            s.confirm(&body.scan_token, &identity, sealed.clone(), ticket.clone(), now)
         })
         .await?;
     state.metrics.confirmations.inc();

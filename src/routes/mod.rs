@@ -13,12 +13,13 @@ pub mod website;
 pub mod ws;
 
 use crate::config::{Connection, Connections, Secret};
+use crate::crypto::MasterKeys;
 use crate::error::ApiError;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::pool::CodePool;
 use crate::push::Hub;
-use crate::session::{ClientInfo, LoginSession, SceneId};
+use crate::session::{ClientInfo, Identity, LoginSession, SceneId, Sealed};
 use crate::signing::KeyRing;
 use crate::store::{SessionStore, Versioned};
 use crate::wechat::WeChatClient;
@@ -42,8 +43,10 @@ pub struct AppState {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
     pub pool: Arc<CodePool>,
-    /// The ID-token signing keys, shared by all instances.
+    /// The ID-token signing keys and the ticket key, shared by all instances.
     pub keys: Arc<KeyRing>,
+    /// Seals what the store keeps but must not show (identities).
+    pub master: Arc<MasterKeys>,
     /// The operator's token for `/v1/admin/…`; the admin API is off without one.
     pub admin_token: Option<Secret>,
 }
@@ -102,6 +105,28 @@ impl AppState {
         self.store.get(id).await?.ok_or_else(ApiError::session_not_found)
     }
 
+    /// Seals a person for the session record.
+    pub fn seal_identity(&self, identity: &Identity) -> Result<Sealed, ApiError> {
+        let plain = serde_json::to_vec(identity).map_err(|_| ApiError::internal())?;
+        self.master.seal(IDENTITY, &plain).map(Sealed).map_err(|e| {
+            tracing::error!(error = %e, "cannot seal an identity");
+            ApiError::internal()
+        })
+    }
+
+    pub fn open_identity(&self, sealed: &Sealed) -> Result<Identity, ApiError> {
+        self.master
+            .open(IDENTITY, &sealed.0)
+            .ok()
+            .and_then(|plain| serde_json::from_slice(&plain).ok())
+            .ok_or_else(|| {
+                tracing::error!(
+                    "a sealed identity does not open: is the master key that sealed it configured?"
+                );
+                ApiError::internal()
+            })
+    }
+
     /// The session a web page asks about: refused (403) to pages of origins its connection does
     /// not allow, and the response's CORS headers follow that connection.
     pub async fn page_session(&self, req: &HttpRequest, id: &SceneId) -> Result<Versioned, ApiError> {
@@ -118,6 +143,9 @@ impl AppState {
         Ok(current)
     }
 }
+
+/// The sealing context of identities in session records.
+const IDENTITY: &str = "identity";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     pc::configure(cfg);

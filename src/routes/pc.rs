@@ -95,6 +95,7 @@ async fn read(
     // Watch before reading, so a change in between is not missed.
     let mut waiter = state.hub.watch(&id);
     let mut current = state.browser_session(&req, &id).await?;
+    let keys = state.keys.current().await?;
 
     let baseline = known.unwrap_or(current.session.status);
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
@@ -109,7 +110,7 @@ async fn read(
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(current.session.browser_view()))
+        .json(current.session.browser_view(&keys.ticket_key)))
 }
 
 async fn cancel(
@@ -123,7 +124,8 @@ async fn cancel(
         .store
         .update(&id, |s| s.cancel_by_browser(unix_now()))
         .await?;
-    Ok(HttpResponse::Ok().json(stored.session.browser_view()))
+    let keys = state.keys.current().await?;
+    Ok(HttpResponse::Ok().json(stored.session.browser_view(&keys.ticket_key)))
 }
 
 #[derive(Deserialize)]

@@ -42,8 +42,9 @@ async fn redeem(
     let now = unix_now();
     // The keys first: a redemption that cannot sign must not spend the ticket.
     let keys = state.keys.current().await?;
-    let (stored, identity) = state.store.update(&id, |s| s.redeem(&body.ticket, now)).await?;
+    let (stored, sealed) = state.store.update(&id, |s| s.redeem(&body.ticket, now)).await?;
     state.metrics.redemptions.inc();
+    let identity = state.open_identity(&sealed)?;
 
     let claims = IdTokenClaims {
         issuer: &state.public_base_url,

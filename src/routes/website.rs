@@ -14,7 +14,7 @@ use super::{AppState, optional_json, scene_id};
 use crate::config::{CodeSettings, Connection};
 use crate::error::ApiError;
 use crate::markup::{escape_html, url_encode};
-use crate::session::{Identity, LoginPath, SceneId, Ticket, unix_now};
+use crate::session::{Identity, LoginPath, SceneId, Sealed, Ticket, unix_now};
 use crate::store::{UpdateError, Versioned};
 use crate::token;
 use actix_web::cookie::{Cookie, SameSite};
@@ -88,11 +88,11 @@ struct Started {
     return_to: Option<String>,
 }
 
-/// A resolved person waiting for the browser secret holder (the iframe handoff).
+/// A resolved person (sealed) waiting for the browser secret holder (the iframe handoff).
 #[derive(Serialize, Deserialize)]
 struct Handoff {
     session: SceneId,
-    identity: Identity,
+    identity: Sealed,
 }
 
 /// `POST /v1/login-sessions/{id}/website` with the bearer secret and `{"mode"?, "return_to"?}`:
@@ -187,6 +187,7 @@ async fn complete(
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
     state.browser_session(&req, &id).await?;
+    let keys = state.keys.current().await?;
     let handoff = state
         .store
         .take_value(&completion_key(&body.completion))
@@ -202,7 +203,7 @@ async fn complete(
     let stored = confirm(&state, &id, handoff.identity).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(stored.session.browser_view()))
+        .json(stored.session.browser_view(&keys.ticket_key)))
 }
 
 #[derive(Deserialize)]
@@ -369,7 +370,7 @@ async fn finish(state: &AppState, req: &HttpRequest, query: &CallbackQuery) -> R
         .cookie(&binding_cookie(login_state))
         .is_some_and(|c| token::matches_hash(c.value(), &started.binding_hash));
     if same_browser {
-        confirm(state, &id, identity).await?;
+        confirm(state, &id, state.seal_identity(&identity)?).await?;
         return Ok(Outcome::Confirmed {
             return_to: started.return_to,
         });
@@ -377,7 +378,7 @@ async fn finish(state: &AppState, req: &HttpRequest, query: &CallbackQuery) -> R
     let completion = token::random_base62(32);
     let handoff = Handoff {
         session: id.clone(),
-        identity,
+        identity: state.seal_identity(&identity)?,
     };
     let record = serde_json::to_vec(&handoff).map_err(|_| ApiError::internal())?;
     let ttl = current.session.expires_at.saturating_sub(unix_now()).max(1);
@@ -395,10 +396,11 @@ async fn finish(state: &AppState, req: &HttpRequest, query: &CallbackQuery) -> R
     })
 }
 
-/// Confirms a website-path session with the person WeChat named.
-async fn confirm(state: &AppState, id: &SceneId, identity: Identity) -> Result<Versioned, ApiError> {
+/// Confirms a website-path session with the person WeChat named (sealed).
+async fn confirm(state: &AppState, id: &SceneId, identity: Sealed) -> Result<Versioned, ApiError> {
+    let keys = state.keys.current().await?;
     let now = unix_now();
-    let ticket = Ticket::issue(id, now, state.ticket_ttl_secs);
+    let ticket = Ticket::issue(id, now, state.ticket_ttl_secs, &keys.ticket_key);
     let (stored, ()) = state
         .store
         .update(id, |s| s.confirm_directly(identity.clone(), ticket.clone(), now))

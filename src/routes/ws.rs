@@ -7,6 +7,7 @@
 use super::{AppState, scene_id};
 use crate::error::ApiError;
 use crate::push::Waiter;
+use crate::session::TicketKey;
 use crate::store::{SessionStore, Versioned};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message};
@@ -33,9 +34,11 @@ async fn connect(
     let current = state.page_session(&req, &id).await?;
     let (response, socket, messages) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::bad_request("websocket_required", "This endpoint speaks WebSocket only."))?;
+    let keys = state.keys.current().await?;
     state.metrics.websockets_opened.inc();
     actix_web::rt::spawn(push_to_browser(
         state.store.clone(),
+        keys.ticket_key.clone(),
         waiter,
         current,
         socket,
@@ -78,12 +81,13 @@ async fn authenticate(
     }
 }
 
-fn frame(current: &Versioned) -> String {
-    serde_json::to_string(&current.session.browser_view()).unwrap_or_default()
+fn frame(current: &Versioned, key: &TicketKey) -> String {
+    serde_json::to_string(&current.session.browser_view(key)).unwrap_or_default()
 }
 
 async fn push_to_browser(
     store: SessionStore,
+    key: TicketKey,
     mut waiter: Waiter,
     mut current: Versioned,
     mut socket: actix_ws::Session,
@@ -99,7 +103,7 @@ async fn push_to_browser(
     }
     // A change made while the browser authenticated is already in the waiter: it comes next.
     // A failed send means the browser is gone: stop quietly.
-    if socket.text(frame(&current)).await.is_err() {
+    if socket.text(frame(&current, &key)).await.is_err() {
         return;
     }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
@@ -108,7 +112,7 @@ async fn push_to_browser(
             update = waiter.next_update(&store, &current) => match update {
                 Ok(Some(next)) if next.version > current.version => {
                     current = next;
-                    if socket.text(frame(&current)).await.is_err() {
+                    if socket.text(frame(&current, &key)).await.is_err() {
                         return;
                     }
                 }

@@ -111,7 +111,10 @@ impl MemoryStore {
         let stored = current.clone();
         drop(state);
         // No receiver (nobody waiting anywhere) is not an error.
-        let _ = self.inner.events.send(stored.clone());
+        let _ = self.inner.events.send(Versioned {
+            version: stored.version,
+            session: stored.session.for_event(),
+        });
         Ok(Some(stored))
     }
 

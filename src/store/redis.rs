@@ -159,7 +159,11 @@ impl RedisStore {
             session: session.clone(),
         };
         let json = serde_json::to_string(session).map_err(store_error)?;
-        let event = serde_json::to_string(&stored).map_err(store_error)?;
+        let event = serde_json::to_string(&Versioned {
+            version: stored.version,
+            session: session.for_event(),
+        })
+        .map_err(store_error)?;
         let mut conn = self.conn.clone();
         let mut call = self.scripts.compare_and_set.key(self.session_key(&session.id));
         call.arg(expected)
