@@ -22,6 +22,7 @@
       confirmed: '登录成功',
       cancelled: '已在手机上取消登录',
       declined: '已在微信中拒绝授权',
+      denied: '无法登录：{reason}',
       expired: '二维码已过期',
       refresh: '刷新二维码',
       trouble: '网络连接中断，正在重新连接…',
@@ -55,6 +56,7 @@
       confirmed: 'Logged in',
       cancelled: 'The login was cancelled on the phone',
       declined: 'The login was declined in WeChat',
+      denied: 'Login refused: {reason}',
       expired: 'This code has expired',
       refresh: 'Show a new code',
       trouble: 'Connection lost — reconnecting…',
@@ -437,6 +439,9 @@
         break;
       case 'expired':
         this.expire();
+        break;
+      case 'denied':
+        this.end('denied', fill(t.denied, { reason: view.reason || '' }), t.retry);
         break;
       default:
         this.end('failed', fill(t.failed, { message: view.status }), t.retry);

@@ -125,6 +125,13 @@ pub struct ConnectionSettings {
     /// Accept scans of a forwarded or saved image (launch scenes 1048/1049). Off by default.
     #[serde(default)]
     pub allow_forwarded_scans: bool,
+    /// The tenant's account hook: asked before every confirm, it allows (naming the tenant's
+    /// user id) or denies the person.
+    pub account_hook: Option<AccountHookSettings>,
+    /// Only people the account hook names may log in (no sign-up through WeChat): needs a hook,
+    /// and an `allow` without a `user_id` counts as a broken answer.
+    #[serde(default)]
+    pub login_only: bool,
     /// `sun` (WeChat's mini-program code) or `link` (a standard QR code of `link_prefix` + id,
     /// opened by WeChat's "scan ordinary QR codes to open the mini-program" rule).
     #[serde(default)]
@@ -140,6 +147,16 @@ pub struct ConnectionSettings {
     /// Refill the pool when fewer than this many are left.
     #[serde(default = "default_pool_low_water")]
     pub pool_low_water: usize,
+}
+
+/// `[connections.account_hook]`: where the tenant's hook listens and the secret its requests
+/// are signed with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountHookSettings {
+    pub url: String,
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -228,7 +245,16 @@ pub struct Connection {
     pub callback_urls: Vec<String>,
     pub companion: Option<String>,
     pub allow_forwarded_scans: bool,
+    pub account_hook: Option<AccountHook>,
+    pub login_only: bool,
     pub code: CodeSettings,
+}
+
+/// A connection's account hook, ready: its URL and signing secret.
+#[derive(Debug, Clone)]
+pub struct AccountHook {
+    pub url: String,
+    pub secret: Secret,
 }
 
 /// How a connection's codes are made.
@@ -471,6 +497,25 @@ impl ConnectionSettings {
             }
             callback_urls.push(absolute);
         }
+        let account_hook = match &self.account_hook {
+            Some(hook) => {
+                if !(hook.url.starts_with("https://") || hook.url.starts_with("http://")) {
+                    return Err(err("account_hook.url must be an http(s) URL".into()));
+                }
+                let secret = read_secret(&hook.secret, &hook.secret_file)
+                    .map_err(|e| err(format!("account_hook.secret: {e}")))?;
+                Some(AccountHook {
+                    url: hook.url.clone(),
+                    secret,
+                })
+            }
+            None if self.login_only => {
+                return Err(err(
+                    "login_only needs an account_hook: only the tenant knows who has an account".into(),
+                ));
+            }
+            None => None,
+        };
         let app_secret = read_secret(&self.app_secret, &self.app_secret_file)
             .map_err(|e| err(format!("app_secret: {e}")))?;
         let backend_secret = read_secret(&self.backend_secret, &self.backend_secret_file)
@@ -500,6 +545,8 @@ impl ConnectionSettings {
             allowed_origins: self.allowed_origins.clone(),
             callback_urls,
             companion: self.companion.clone(),
+            account_hook,
+            login_only: self.login_only,
             allow_forwarded_scans: self.allow_forwarded_scans,
             code,
         })

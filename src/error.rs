@@ -160,6 +160,10 @@ impl From<crate::session::TransitionError> for ApiError {
                 "This login session has expired; start a new one.",
             ),
             T::Cancelled => ApiError::gone("session_cancelled", "This login session was cancelled."),
+            T::Denied => ApiError::gone(
+                "session_denied",
+                "This login was refused by the website's account service.",
+            ),
             T::AlreadyConfirmed => {
                 ApiError::conflict("already_confirmed", "This login session is already confirmed.")
             }

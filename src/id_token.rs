@@ -47,7 +47,7 @@ struct Claims<'a> {
     picture: Option<&'a str>,
 }
 
-/// A subject id that is stable for one person at one connection and differs between
+/// The `sub` of a person the account hook did not name: stable for one person at one connection and differs between
 /// connections, so two tenants cannot join their users on it: HMAC-SHA256 over the connection
 /// and the person's unionid (their openid when there is none), keyed by the relay's salt.
 pub fn pairwise_subject(salt: &str, connection: &str, identity: &Identity) -> String {
@@ -68,7 +68,11 @@ pub fn sign(claims: &IdTokenClaims<'_>, keys: &SigningKeys) -> Result<String, js
     let body = Claims {
         iss: claims.issuer,
         aud: claims.connection,
-        sub: pairwise_subject(&keys.pairwise_salt, claims.connection, identity),
+        // The tenant's own user id when its account hook named one.
+        sub: identity
+            .user_id
+            .clone()
+            .unwrap_or_else(|| pairwise_subject(&keys.pairwise_salt, claims.connection, identity)),
         openid: &identity.openid,
         unionid: identity.unionid.as_deref(),
         phone_number: identity.phone.as_ref().map(|p| p.phone_number.as_str()),

@@ -3,6 +3,7 @@
 //! The PC page asks for a [`session::LoginSession`], shows its branded code, and is pushed the
 //! result; the mini-program confirms; the website backend redeems a one-time ticket.
 
+pub mod account_hook;
 pub mod codes;
 pub mod config;
 pub mod crypto;

@@ -57,6 +57,8 @@ pub enum Status {
     Redeemed,
     Cancelled,
     Expired,
+    /// The connection's account hook refused the person (DESIGN §4).
+    Denied,
 }
 
 impl Status {
@@ -105,6 +107,9 @@ pub struct Identity {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unionid: Option<String>,
     pub appid: String,
+    /// The tenant's own user id for this person, as its account hook named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nickname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,6 +209,7 @@ impl Ticket {
 pub enum TransitionError {
     Expired,
     Cancelled,
+    Denied,
     AlreadyConfirmed,
     AlreadyRedeemed,
     /// Another WeChat user scanned this code first.
@@ -232,6 +238,9 @@ pub struct LoginSession {
     /// Why it was cancelled, when WeChat (not a person) ended it: an error code.
     #[serde(default)]
     pub failure: Option<String>,
+    /// Why the account hook denied the person, in the tenant's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denial: Option<String>,
 }
 
 /// What the PC browser sees (GET, long-poll, WebSocket frames).
@@ -247,6 +256,9 @@ pub struct BrowserView {
     /// With `cancelled`: the error that ended the login, when it was not a person's choice.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `denied`: the tenant's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +293,7 @@ impl LoginSession {
             ticket: None,
             finished_at: None,
             failure: None,
+            denial: None,
         };
         (session, secret)
     }
@@ -396,6 +409,16 @@ impl LoginSession {
         Ok(())
     }
 
+    /// The account hook refused the person: the session ends `denied`, with the tenant's reason
+    /// (trimmed to 200 characters, no control characters) for the phone and the browser.
+    pub fn deny(&mut self, reason: &str, now: u64) -> Result<(), TransitionError> {
+        self.ensure_waiting()?;
+        let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
+        self.denial = Some(reason);
+        self.finish(Status::Denied, now);
+        Ok(())
+    }
+
     /// The scanner declines on the phone.
     pub fn cancel_by_scanner(&mut self, raw_scan_token: &str, now: u64) -> Result<(), TransitionError> {
         self.check_scanner(raw_scan_token)?;
@@ -459,6 +482,7 @@ impl LoginSession {
             scanned,
             ticket,
             error: self.failure.clone(),
+            reason: self.denial.clone(),
         }
     }
 
@@ -481,6 +505,7 @@ impl LoginSession {
         match status {
             Status::Expired => TransitionError::Expired,
             Status::Cancelled => TransitionError::Cancelled,
+            Status::Denied => TransitionError::Denied,
             Status::Confirmed => TransitionError::AlreadyConfirmed,
             Status::Redeemed => TransitionError::AlreadyRedeemed,
             Status::Pending => TransitionError::NotScanned,
@@ -513,6 +538,7 @@ mod tests {
             openid: openid.into(),
             unionid: None,
             appid: "wx0000000000000001".into(),
+            user_id: None,
             nickname: None,
             avatar_url: None,
             phone: None,
@@ -666,6 +692,28 @@ mod tests {
             s.scan(&who("o1"), seal("o1"), "h".into()),
             Err(TransitionError::Cancelled)
         );
+    }
+
+    #[test]
+    fn a_denied_login_is_over_and_says_why() {
+        let (mut s, token) = scanned(1000);
+        s.deny("No account\u{7}for this person", 1001).unwrap();
+        assert_eq!(s.status, Status::Denied);
+        assert!(s.status.is_final_for_browser());
+        let view = s.browser_view(&key());
+        assert_eq!(view.reason.as_deref(), Some("No accountfor this person"));
+        assert_eq!(
+            s.confirm(
+                &token,
+                &who("o1"),
+                seal("o1"),
+                Ticket::issue(&s.id, 1001, 60, &key()),
+                1001
+            ),
+            Err(TransitionError::Denied)
+        );
+        assert_eq!(s.deny("again", 1002), Err(TransitionError::Denied));
+        assert!(!s.expire_if_due(5000));
     }
 
     #[test]

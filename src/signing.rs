@@ -262,6 +262,7 @@ mod tests {
             openid: "o-person".into(),
             unionid: None,
             appid: "wx0123456789abcdef".into(),
+            user_id: None,
             nickname: None,
             avatar_url: None,
             phone: None,

@@ -179,6 +179,11 @@ impl WeChatClient {
         })
     }
 
+    /// The one HTTP client, for the other outbound calls (the account hook).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// A sun code image (PNG or JPEG bytes) for `request.scene`.
     pub async fn unlimited_code(
         &self,

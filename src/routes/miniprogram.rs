@@ -1,7 +1,7 @@
 //! The mini-program's endpoints (called with `wx.request`): scan, confirm, cancel, and the
 //! connection's logo for the confirm screen.
 
-use super::{AppState, scene_id};
+use super::{AppState, Vetted, scene_id};
 use crate::error::ApiError;
 use crate::session::{Identity, LoginPath, Ticket, unix_now};
 use crate::token;
@@ -60,6 +60,7 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
         openid: user.openid,
         unionid: user.unionid,
         appid: connection.app.appid.clone(),
+        user_id: None,
         nickname: None,
         avatar_url: None,
         phone: None,
@@ -116,6 +117,20 @@ async fn confirm(
     let identity = Identity {
         phone: Some(phone),
         ..scanned
+    };
+    let identity = match state.vet(&connection, identity).await? {
+        Vetted::Allowed(identity) => identity,
+        Vetted::Denied(reason) => {
+            let token = &body.scan_token;
+            state
+                .store
+                .update(&id, |s| {
+                    s.check_scanner(token)?;
+                    s.deny(&reason, unix_now())
+                })
+                .await?;
+            return Err(ApiError::forbidden("account_denied", reason));
+        }
     };
     let sealed = state.seal_identity(&identity)?;
     let keys = state.keys.current().await?;

@@ -12,6 +12,7 @@ pub mod tickets;
 pub mod website;
 pub mod ws;
 
+use crate::account_hook::{self, Verdict};
 use crate::config::{Connection, Connections, Secret};
 use crate::crypto::MasterKeys;
 use crate::error::ApiError;
@@ -127,6 +128,27 @@ impl AppState {
             })
     }
 
+    /// Asks the connection's account hook, if it has one, whether `identity` may log in; an
+    /// allowed person carries the tenant's user id. A hook that gives no usable answer is
+    /// `503 account_hook_unavailable` (the session is left as it was, so the phone may retry).
+    pub async fn vet(&self, connection: &Connection, identity: Identity) -> Result<Vetted, ApiError> {
+        let Some(hook) = &connection.account_hook else {
+            return Ok(Vetted::Allowed(identity));
+        };
+        match account_hook::ask(self.wechat.http(), connection, hook, &identity).await {
+            Ok(Verdict::Allow { user_id }) => Ok(Vetted::Allowed(Identity { user_id, ..identity })),
+            Ok(Verdict::Deny { reason }) => Ok(Vetted::Denied(reason)),
+            Err(e) => {
+                tracing::warn!(connection = %connection.identifier, reason = %e.0, "account hook unavailable");
+                Err(ApiError::new(
+                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "account_hook_unavailable",
+                    "The website's account service did not answer; try again.",
+                ))
+            }
+        }
+    }
+
     /// The session a web page asks about: refused (403) to pages of origins its connection does
     /// not allow, and the response's CORS headers follow that connection.
     pub async fn page_session(&self, req: &HttpRequest, id: &SceneId) -> Result<Versioned, ApiError> {
@@ -142,6 +164,12 @@ impl AppState {
         authorize_browser(&current.session, secret)?;
         Ok(current)
     }
+}
+
+/// What the account hook decided about a person.
+pub enum Vetted {
+    Allowed(Identity),
+    Denied(String),
 }
 
 /// The sealing context of identities in session records.

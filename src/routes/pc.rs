@@ -87,7 +87,7 @@ async fn read(
         Some(raw) => Some(Status::parse(raw).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_status",
-                "status must be pending, scanned, confirmed, redeemed, cancelled or expired",
+                "status must be pending, scanned, confirmed, redeemed, cancelled, expired or denied",
             )
         })?),
         None => None,

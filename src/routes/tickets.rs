@@ -68,6 +68,7 @@ async fn redeem(
             "nickname": identity.nickname,
             "avatar_url": identity.avatar_url,
             "appid": identity.appid,
+            "user_id": identity.user_id,
             "connection": connection.identifier,
     });
     // Absent fields are left out rather than sent as null.

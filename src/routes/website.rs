@@ -10,7 +10,7 @@
 //! holder of the browser secret can turn into a confirmed session. A link or iframe options
 //! sent to someone else complete nothing.
 
-use super::{AppState, optional_json, scene_id};
+use super::{AppState, Vetted, optional_json, scene_id};
 use crate::config::{CodeSettings, Connection};
 use crate::error::ApiError;
 use crate::markup::{escape_html, url_encode};
@@ -356,8 +356,21 @@ async fn finish(state: &AppState, req: &HttpRequest, query: &CallbackQuery) -> R
             ),
         });
     };
-    let identity = match resolve(state, &connection, code).await {
-        Ok(identity) => identity,
+    let vetted = match resolve(state, &connection, code).await {
+        Ok(identity) => state.vet(&connection, identity).await,
+        Err(e) => Err(e),
+    };
+    let identity = match vetted {
+        Ok(Vetted::Allowed(identity)) => identity,
+        Ok(Vetted::Denied(reason)) => {
+            if let Err(e) = state.store.update(&id, |s| s.deny(&reason, unix_now())).await {
+                tracing::warn!(error = ?e, "cannot record a denied website login");
+            }
+            return Ok(Outcome::Ended {
+                return_to: started.return_to,
+                failure: Failure::new(StatusCode::OK, "登录被拒绝 · Login refused", reason),
+            });
+        }
         Err(e) => {
             fail(state, &id, e.code).await;
             return Ok(Outcome::Ended {
@@ -418,6 +431,7 @@ async fn resolve(state: &AppState, connection: &Connection, code: &str) -> Resul
         openid: grant.openid,
         unionid: profile.unionid.or(grant.unionid),
         appid: connection.app.appid.clone(),
+        user_id: None,
         nickname: profile.nickname.filter(|n| !n.is_empty()),
         avatar_url: profile.headimgurl.filter(|u| !u.is_empty()),
         phone: None,

@@ -77,6 +77,8 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         callback_urls,
         companion: Some("website".into()),
         allow_forwarded_scans: false,
+        account_hook: None,
+        login_only: false,
         code_type: CodeType::Sun,
         link_prefix: None,
         disc_ratio: crate::codes::DEFAULT_DISC_RATIO,

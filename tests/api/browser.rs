@@ -56,6 +56,7 @@ fn spawn_site(relay: RelayAddress) -> String {
         App::new()
             .app_data(relay.clone())
             .route("/callback.html", web::post().to(form_post))
+            .route("/hook", web::post().to(deny_everyone))
             .route("/{file}", web::get().to(site_file))
     })
     .workers(1)
@@ -88,6 +89,12 @@ async fn form_post(form: web::Form<HashMap<String, String>>) -> HttpResponse {
         ))
 }
 
+/// The account hook of the `members` connection: nobody has an account.
+async fn deny_everyone() -> HttpResponse {
+    HttpResponse::Ok()
+        .json(serde_json::json!({ "allow": false, "reason": "No account for this WeChat user" }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pc_side_works_in_chromium() {
     let chromium = prepare();
@@ -104,6 +111,17 @@ async fn the_pc_side_works_in_chromium() {
     short.session_ttl_secs = 2;
     short.companion = None;
     settings.connections.push(short);
+    // A login-only connection whose account hook refuses everyone.
+    let mut members = settings.connections[0].clone();
+    members.identifier = "members".into();
+    members.companion = None;
+    members.login_only = true;
+    members.account_hook = Some(qrlogin_relay::config::AccountHookSettings {
+        url: format!("{site}/hook"),
+        secret: Some(qrlogin_relay::config::Secret::new("browser-test-hook")),
+        secret_file: None,
+    });
+    settings.connections.push(members);
     let relay = spawn_app_with(settings).await.base;
     relay_address.set(relay.clone()).unwrap();
 

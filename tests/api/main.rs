@@ -1,6 +1,7 @@
 //! The relay over real HTTP, real WebSockets, a real Redis and the WeChat simulator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod account_hook;
 mod at_rest;
 mod bad_input;
 mod browser;

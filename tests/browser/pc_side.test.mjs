@@ -288,6 +288,22 @@ test('a relay error is said in words, with a retry that asks again', async (t) =
   assert.deepEqual(asked, ['GET /v1/connections/nope', 'GET /v1/connections/nope'], 'no session was started');
 });
 
+test('a person the account hook refuses sees why, on the hosted page', async (t) => {
+  const { context, page } = await fresh(t);
+  const created = nextSession(context);
+  await page.goto(hostedUrl({ connection: 'members', state: 'm1' }));
+  const session = await created;
+  const token = await scan(session, 'mallory');
+  await sees(page, 'Scanned — confirm on your phone');
+  const phone_code = await mint('phone-code', { user: 'mallory', phone: '13800138000' });
+  const refused = await call('POST', `${RELAY}/v1/mp/confirm`, { scene: session.id, scan_token: token, phone_code });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.error, 'account_denied');
+  await sees(page, 'Login refused: No account for this WeChat user');
+  assert.ok(page.url().startsWith(`${RELAY}/login?`), 'no redirect to the site');
+  await shot(page, 'hosted-denied');
+});
+
 test('the hosted page speaks Chinese and English', async (t) => {
   const { page } = await fresh(t);
   await page.goto(hostedUrl({ connection: 'default', state: 'l1', lang: 'zh-CN' }));
