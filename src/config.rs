@@ -72,6 +72,9 @@ pub struct Settings {
     /// The operator's token for `/v1/admin/…` (inline or as a file); no admin API without one.
     pub admin_token: Option<Secret>,
     pub admin_token_file: Option<PathBuf>,
+    /// The operator's shared mini-program: one AppID serving many tenants, each shown with its
+    /// own name and logo. A mini-program connection without an `appid` uses it.
+    pub shared_miniprogram: Option<SharedMiniProgram>,
     /// Set by the sandbox command only: the made-up master key is acceptable.
     #[serde(skip)]
     pub sandbox: bool,
@@ -92,7 +95,9 @@ pub struct ConnectionSettings {
     /// (授权回调域); the relay's public base URL when absent.
     pub redirect_origin: Option<String>,
     pub display_name: String,
-    pub appid: String,
+    /// A private deployment's own AppID (with its `app_secret`); absent, a mini-program
+    /// connection runs on the operator's `[shared_miniprogram]`.
+    pub appid: Option<String>,
     pub app_secret: Option<Secret>,
     pub app_secret_file: Option<PathBuf>,
     /// What the website backend presents as `Authorization: Bearer …` to redeem tickets.
@@ -147,6 +152,16 @@ pub struct ConnectionSettings {
     /// Refill the pool when fewer than this many are left.
     #[serde(default = "default_pool_low_water")]
     pub pool_low_water: usize,
+}
+
+/// `[shared_miniprogram]`: the operator's own mini-program, serving every tenant that brings
+/// none of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedMiniProgram {
+    pub appid: String,
+    pub app_secret: Option<Secret>,
+    pub app_secret_file: Option<PathBuf>,
 }
 
 /// `[connections.account_hook]`: where the tenant's hook listens and the secret its requests
@@ -369,9 +384,25 @@ impl Settings {
         if self.connections.is_empty() {
             return Err(ConfigError("the config names no connection".into()));
         }
+        let shared = match &self.shared_miniprogram {
+            Some(shared) => {
+                if !is_valid_appid(&shared.appid) {
+                    return Err(ConfigError(format!(
+                        "shared_miniprogram: appid {:?} is not wx followed by 16 hex digits",
+                        shared.appid
+                    )));
+                }
+                Some(WeChatApp {
+                    appid: shared.appid.clone(),
+                    secret: read_secret(&shared.app_secret, &shared.app_secret_file)
+                        .map_err(|e| ConfigError(format!("shared_miniprogram: app_secret: {e}")))?,
+                })
+            }
+            None => None,
+        };
         let mut by_id = HashMap::new();
         for c in &self.connections {
-            let connection = c.resolve(public_base_url)?;
+            let connection = c.resolve(public_base_url, shared.as_ref())?;
             if by_id.insert(c.identifier.clone(), Arc::new(connection)).is_some() {
                 return Err(ConfigError(format!(
                     "connection {:?} is defined twice",
@@ -406,18 +437,39 @@ impl Settings {
 }
 
 impl ConnectionSettings {
-    fn resolve(&self, public_base_url: &str) -> Result<Connection, ConfigError> {
+    fn resolve(&self, public_base_url: &str, shared: Option<&WeChatApp>) -> Result<Connection, ConfigError> {
         let id = &self.identifier;
         let err = |what: String| ConfigError(format!("connection {id:?}: {what}"));
         if !is_valid_identifier(id) {
             return Err(err("identifier must be 1-31 characters of a-z, 0-9 and -".into()));
         }
-        if !is_valid_appid(&self.appid) {
-            return Err(err(format!(
-                "appid {:?} is not wx followed by 16 hex digits",
-                self.appid
-            )));
-        }
+        let app = match (&self.appid, shared) {
+            (Some(appid), _) => {
+                if !is_valid_appid(appid) {
+                    return Err(err(format!(
+                        "appid {appid:?} is not wx followed by 16 hex digits"
+                    )));
+                }
+                WeChatApp {
+                    appid: appid.clone(),
+                    secret: read_secret(&self.app_secret, &self.app_secret_file)
+                        .map_err(|e| err(format!("app_secret: {e}")))?,
+                }
+            }
+            (None, Some(shared)) if self.kind == ConnectionKind::MiniProgram => {
+                if self.app_secret.is_some() || self.app_secret_file.is_some() {
+                    return Err(err(
+                        "app_secret without an appid: give both (private) or neither (shared)".into(),
+                    ));
+                }
+                shared.clone()
+            }
+            (None, _) => {
+                return Err(err(
+                    "appid is missing: give the connection's own appid and app_secret, or (mini-program connections) configure [shared_miniprogram]".into(),
+                ));
+            }
+        };
         if !(280..=1280).contains(&self.code_width) {
             return Err(err("code_width must be between 280 and 1280".into()));
         }
@@ -516,8 +568,6 @@ impl ConnectionSettings {
             }
             None => None,
         };
-        let app_secret = read_secret(&self.app_secret, &self.app_secret_file)
-            .map_err(|e| err(format!("app_secret: {e}")))?;
         let backend_secret = read_secret(&self.backend_secret, &self.backend_secret_file)
             .map_err(|e| err(format!("backend_secret: {e}")))?;
         let logo = match &self.logo {
@@ -531,10 +581,7 @@ impl ConnectionSettings {
         Ok(Connection {
             identifier: id.clone(),
             display_name: self.display_name.clone(),
-            app: WeChatApp {
-                appid: self.appid.clone(),
-                secret: app_secret,
-            },
+            app,
             backend_secret,
             logo: Arc::new(logo),
             page: self.page.clone(),
@@ -715,6 +762,68 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("companion")
+        );
+    }
+
+    #[test]
+    fn tenants_run_on_the_shared_mini_program_or_their_own() {
+        let shared = r#"
+            [shared_miniprogram]
+            appid = "wx00000000000000aa"
+            app_secret = "operator-secret"
+            [[connections]]
+            identifier = "tenant"
+            display_name = "Tenant"
+            backend_secret = "b"
+            [[connections]]
+            identifier = "private"
+            display_name = "Private"
+            appid = "wx00000000000000bb"
+            app_secret = "own-secret"
+            backend_secret = "b"
+        "#;
+        let connections = parse(shared).unwrap().connections("http://relay").unwrap();
+        let tenant = connections.get("tenant").unwrap();
+        assert_eq!(tenant.app.appid, "wx00000000000000aa");
+        assert_eq!(tenant.app.secret.expose(), "operator-secret");
+        assert_eq!(
+            connections.get("private").unwrap().app.appid,
+            "wx00000000000000bb"
+        );
+
+        let without_shared = shared
+            .replace("[shared_miniprogram]", "")
+            .replace("appid = \"wx00000000000000aa\"\n", "")
+            .replace("app_secret = \"operator-secret\"", "");
+        assert!(parse(&without_shared).is_ok_and(|s| {
+            s.connections("http://relay")
+                .unwrap_err()
+                .0
+                .contains("appid is missing")
+        }));
+        let website = shared.replace(
+            "display_name = \"Tenant\"",
+            "display_name = \"Tenant\"\nkind = \"website\"",
+        );
+        assert!(
+            parse(&website)
+                .unwrap()
+                .connections("http://relay")
+                .unwrap_err()
+                .0
+                .contains("appid is missing")
+        );
+        let half = shared.replace(
+            "display_name = \"Tenant\"",
+            "display_name = \"Tenant\"\napp_secret = \"x\"",
+        );
+        assert!(
+            parse(&half)
+                .unwrap()
+                .connections("http://relay")
+                .unwrap_err()
+                .0
+                .contains("give both")
         );
     }
 

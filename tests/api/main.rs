@@ -14,5 +14,6 @@ mod login;
 mod multi_instance;
 mod pc_side;
 mod simulator;
+mod tenants;
 mod website;
 mod wechat_client;
