@@ -2,7 +2,7 @@
 //! start. Secrets are wrapped so they never print; unknown keys are refused.
 
 use crate::codes::PreparedLogo;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -81,8 +81,9 @@ pub struct Settings {
     pub connections: Vec<ConnectionSettings>,
 }
 
-/// One connection: a tenant's mini-program, as the seed product calls it.
-#[derive(Debug, Clone, Deserialize)]
+/// One connection: a tenant's mini-program, as the seed product calls it. Also the shape the
+/// admin API takes, and (secrets left out) what the store keeps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSettings {
     /// Lower-case letters, digits and `-`, under 32 characters; fixed once chosen.
@@ -98,12 +99,18 @@ pub struct ConnectionSettings {
     /// A private deployment's own AppID (with its `app_secret`); absent, a mini-program
     /// connection runs on the operator's `[shared_miniprogram]`.
     pub appid: Option<String>,
+    #[serde(default, skip_serializing)]
     pub app_secret: Option<Secret>,
+    #[serde(default, skip_serializing)]
     pub app_secret_file: Option<PathBuf>,
-    /// What the website backend presents as `Authorization: Bearer …` to redeem tickets.
+    /// What the website backend presents as `Authorization: Bearer …` to redeem tickets (the
+    /// connection's first credential; the admin API issues more).
+    #[serde(default, skip_serializing)]
     pub backend_secret: Option<Secret>,
+    #[serde(default, skip_serializing)]
     pub backend_secret_file: Option<PathBuf>,
     /// PNG or JPEG pasted over the code's centre; the bundled logo when absent.
+    #[serde(default, skip_serializing)]
     pub logo: Option<PathBuf>,
     /// The mini-program page the code opens; the mini-program's home page when absent.
     pub page: Option<String>,
@@ -166,15 +173,17 @@ pub struct SharedMiniProgram {
 
 /// `[connections.account_hook]`: where the tenant's hook listens and the secret its requests
 /// are signed with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountHookSettings {
     pub url: String,
+    #[serde(default, skip_serializing)]
     pub secret: Option<Secret>,
+    #[serde(default, skip_serializing)]
     pub secret_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionKind {
     #[default]
@@ -182,7 +191,7 @@ pub enum ConnectionKind {
     Website,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CodeType {
     #[default]
@@ -249,7 +258,8 @@ pub struct Connection {
     pub identifier: String,
     pub display_name: String,
     pub app: WeChatApp,
-    pub backend_secret: Secret,
+    /// The website backend's credentials (hashes): several at once, so rotation needs no downtime.
+    pub credentials: Vec<Credential>,
     pub logo: Arc<PreparedLogo>,
     pub page: Option<String>,
     pub env_version: String,
@@ -263,6 +273,52 @@ pub struct Connection {
     pub account_hook: Option<AccountHook>,
     pub login_only: bool,
     pub code: CodeSettings,
+}
+
+/// A backend credential: only its hash is kept; the raw value is shown once, at issue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: String,
+    pub hash: String,
+    pub created_at: u64,
+}
+
+impl Credential {
+    /// A new credential and its raw value.
+    pub fn issue(now: u64) -> (Self, Secret) {
+        let raw = format!("qrl_{}", crate::token::random_base62(40));
+        (Self::for_value(&raw, now), Secret::new(raw))
+    }
+
+    /// The credential a configured `backend_secret` stands for.
+    pub fn for_value(raw: &str, now: u64) -> Self {
+        Self {
+            id: crate::token::hash(raw)[..12].to_owned(),
+            hash: crate::token::hash(raw),
+            created_at: now,
+        }
+    }
+}
+
+/// A setting that is not acceptable, and which one (a `422` names it over the admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    /// From a message that starts with the field's name (`"code_width must be …"`).
+    pub fn new(message: String) -> Self {
+        let field = message.split([' ', ':']).next().unwrap_or_default().to_owned();
+        Self { field, message }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// A connection's account hook, ready: its URL and signing secret.
@@ -291,6 +347,13 @@ pub enum CodeSettings {
 }
 
 impl Connection {
+    /// Whether a backend credential belongs to this connection (hashes compared in constant time).
+    pub fn accepts_credential(&self, raw: &str) -> bool {
+        self.credentials
+            .iter()
+            .fold(false, |found, c| crate::token::matches_hash(raw, &c.hash) | found)
+    }
+
     pub fn is_website(&self) -> bool {
         matches!(self.code, CodeSettings::QrConnect { .. })
     }
@@ -315,6 +378,10 @@ pub struct Connections {
 }
 
 impl Connections {
+    pub fn new(by_id: HashMap<String, Arc<Connection>>, default: String) -> Self {
+        Self { by_id, default }
+    }
+
     pub fn get(&self, identifier: &str) -> Option<&Arc<Connection>> {
         self.by_id.get(identifier)
     }
@@ -384,25 +451,15 @@ impl Settings {
         if self.connections.is_empty() {
             return Err(ConfigError("the config names no connection".into()));
         }
-        let shared = match &self.shared_miniprogram {
-            Some(shared) => {
-                if !is_valid_appid(&shared.appid) {
-                    return Err(ConfigError(format!(
-                        "shared_miniprogram: appid {:?} is not wx followed by 16 hex digits",
-                        shared.appid
-                    )));
-                }
-                Some(WeChatApp {
-                    appid: shared.appid.clone(),
-                    secret: read_secret(&shared.app_secret, &shared.app_secret_file)
-                        .map_err(|e| ConfigError(format!("shared_miniprogram: app_secret: {e}")))?,
-                })
-            }
-            None => None,
-        };
+        let shared = self.shared_app()?;
         let mut by_id = HashMap::new();
         for c in &self.connections {
-            let connection = c.resolve(public_base_url, shared.as_ref())?;
+            let mut connection = c
+                .resolve(public_base_url, shared.as_ref(), None)
+                .map_err(|e| ConfigError(format!("connection {:?}: {e}", c.identifier)))?;
+            let backend_secret = read_secret(&c.backend_secret, &c.backend_secret_file)
+                .map_err(|e| ConfigError(format!("connection {:?}: backend_secret: {e}", c.identifier)))?;
+            connection.credentials = vec![Credential::for_value(backend_secret.expose(), 0)];
             if by_id.insert(c.identifier.clone(), Arc::new(connection)).is_some() {
                 return Err(ConfigError(format!(
                     "connection {:?} is defined twice",
@@ -437,9 +494,16 @@ impl Settings {
 }
 
 impl ConnectionSettings {
-    fn resolve(&self, public_base_url: &str, shared: Option<&WeChatApp>) -> Result<Connection, ConfigError> {
+    /// Checks the settings and prepares the connection (secrets read; the `logo` given, else
+    /// the `logo` file's, else the bundled one). Credentials are the caller's.
+    pub fn resolve(
+        &self,
+        public_base_url: &str,
+        shared: Option<&WeChatApp>,
+        logo: Option<Arc<PreparedLogo>>,
+    ) -> Result<Connection, FieldError> {
         let id = &self.identifier;
-        let err = |what: String| ConfigError(format!("connection {id:?}: {what}"));
+        let err = FieldError::new;
         if !is_valid_identifier(id) {
             return Err(err("identifier must be 1-31 characters of a-z, 0-9 and -".into()));
         }
@@ -568,22 +632,24 @@ impl ConnectionSettings {
             }
             None => None,
         };
-        let backend_secret = read_secret(&self.backend_secret, &self.backend_secret_file)
-            .map_err(|e| err(format!("backend_secret: {e}")))?;
-        let logo = match &self.logo {
-            Some(path) => {
+        let logo = match (logo, &self.logo) {
+            (Some(prepared), _) => prepared,
+            (None, Some(path)) => {
                 let bytes = std::fs::read(path)
-                    .map_err(|e| err(format!("cannot read logo {}: {e}", path.display())))?;
-                PreparedLogo::prepare(&bytes).map_err(|e| err(format!("logo {}: {e}", path.display())))?
+                    .map_err(|e| err(format!("logo: cannot read {}: {e}", path.display())))?;
+                Arc::new(
+                    PreparedLogo::prepare(&bytes)
+                        .map_err(|e| err(format!("logo {}: {e}", path.display())))?,
+                )
             }
-            None => PreparedLogo::bundled(),
+            (None, None) => Arc::new(PreparedLogo::bundled()),
         };
         Ok(Connection {
             identifier: id.clone(),
             display_name: self.display_name.clone(),
             app,
-            backend_secret,
-            logo: Arc::new(logo),
+            credentials: Vec::new(),
+            logo,
             page: self.page.clone(),
             env_version: self.env_version.clone(),
             check_path: self.check_path,
@@ -601,6 +667,24 @@ impl ConnectionSettings {
 }
 
 impl Settings {
+    /// The operator's shared mini-program, ready.
+    pub fn shared_app(&self) -> Result<Option<WeChatApp>, ConfigError> {
+        let Some(shared) = &self.shared_miniprogram else {
+            return Ok(None);
+        };
+        if !is_valid_appid(&shared.appid) {
+            return Err(ConfigError(format!(
+                "shared_miniprogram: appid {:?} is not wx followed by 16 hex digits",
+                shared.appid
+            )));
+        }
+        Ok(Some(WeChatApp {
+            appid: shared.appid.clone(),
+            secret: read_secret(&shared.app_secret, &shared.app_secret_file)
+                .map_err(|e| ConfigError(format!("shared_miniprogram: app_secret: {e}")))?,
+        }))
+    }
+
     /// The operator token, if the admin API is on.
     pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
         if self.admin_token.is_none() && self.admin_token_file.is_none() {
@@ -626,7 +710,7 @@ impl Settings {
     }
 }
 
-fn read_secret(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Secret, String> {
+pub fn read_secret(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Secret, String> {
     let value = match (inline, file) {
         (Some(_), Some(_)) => return Err("give the value or a file, not both".into()),
         (Some(s), None) => s.expose().to_owned(),

@@ -6,6 +6,7 @@
 pub mod account_hook;
 pub mod codes;
 pub mod config;
+pub mod connections;
 pub mod crypto;
 pub mod error;
 pub mod id_token;

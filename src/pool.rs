@@ -6,6 +6,7 @@
 
 use crate::codes::{BrandedCode, CodeError};
 use crate::config::{CodeSettings, Connection};
+use crate::connections::Registry;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::session::SceneId;
@@ -249,17 +250,12 @@ impl CodePool {
             .map_err(CodeFailure::Store)
     }
 
-    /// Keeps every pooling connection's pool filled until the task is dropped.
-    pub async fn run(self: Arc<Self>, connections: Vec<Arc<Connection>>) {
-        let pooling: Vec<_> = connections
-            .into_iter()
-            .filter(|c| Self::limits(c).is_some())
-            .collect();
-        if pooling.is_empty() {
-            return;
-        }
+    /// Keeps every pooling connection's pool filled until the task is dropped; connections
+    /// added or changed at run time are picked up at the next round.
+    pub async fn run(self: Arc<Self>, registry: Arc<Registry>) {
         loop {
-            for connection in &pooling {
+            let snapshot = registry.snapshot();
+            for connection in snapshot.all().filter(|c| Self::limits(c).is_some()) {
                 if let Err(e) = self.refill(connection).await {
                     self.metrics.pool_refill_errors.inc();
                     tracing::warn!(connection = %connection.identifier, error = %e, "code pool refill failed");

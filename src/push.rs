@@ -3,7 +3,7 @@
 //! nature, it keeps only the newest state — and deregisters itself when dropped.
 
 use crate::session::SceneId;
-use crate::store::{EventFeed, FeedItem, SessionStore, StoreError, Versioned};
+use crate::store::{SessionStore, StoreError, Versioned};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -61,16 +61,6 @@ impl Hub {
 
     pub fn waiting(&self) -> usize {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Feeds the hub from the store until the task is dropped.
-    pub async fn run(self: Arc<Self>, mut feed: EventFeed) {
-        loop {
-            match feed.next().await {
-                FeedItem::Changed(event) => self.publish(*event),
-                FeedItem::Resync => self.resync_all(),
-            }
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Builds the runnable server from settings and a bound listener (port 0 works, for tests).
 
 use crate::config::{ConfigError, Settings};
+use crate::connections::Registry;
 use crate::error;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
@@ -9,7 +10,7 @@ use crate::push::Hub;
 use crate::routes::{self, AppState};
 use crate::sandbox::{self, Simulator};
 use crate::signing::KeyRing;
-use crate::store::{SessionStore, StoreError};
+use crate::store::{EventFeed, FeedItem, SessionStore, StoreError};
 use crate::wechat::WeChatClient;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -78,7 +79,8 @@ impl Application {
             .unwrap_or_else(|| format!("http://{local}"))
             .trim_end_matches('/')
             .to_owned();
-        let connections = settings
+        // Every connection, logo and secret file is checked before anything else starts.
+        let from_config = settings
             .connections(&public_base_url)
             .map_err(StartupError::Config)?;
         let master_keys = Arc::new(settings.master_keys().map_err(StartupError::Config)?);
@@ -102,17 +104,29 @@ impl Application {
         let wechat = WeChatClient::new(&wechat_base, store.clone())
             .map_err(|e| StartupError::WeChat(e.to_string()))?;
 
-        // Subscribe before serving: every change committed from now on reaches the hub.
+        // Subscribe before serving (and before reading the connections): every change committed
+        // from now on reaches the hub or the registry.
         let hub = Arc::new(Hub::default());
         let feed = store.subscribe().await.map_err(StartupError::Store)?;
-        let feed = tokio::spawn(hub.clone().run(feed));
+        let connections = Arc::new(
+            Registry::start(
+                &settings,
+                from_config,
+                store.clone(),
+                master_keys.clone(),
+                &public_base_url,
+            )
+            .await
+            .map_err(StartupError::Config)?,
+        );
+        let feed = tokio::spawn(follow_store(feed, hub.clone(), connections.clone()));
 
         let keys = Arc::new(KeyRing::new(store.clone(), master_keys.clone()));
         // Made (or read) now, so the first login does not wait and a bad master key stops the start.
         keys.current().await.map_err(StartupError::Keys)?;
         let metrics = Arc::new(Metrics::default());
         let pool = Arc::new(CodePool::new(store.clone(), wechat.clone(), metrics.clone()));
-        let pooling = tokio::spawn(pool.clone().run(connections.all().cloned().collect()));
+        let pooling = tokio::spawn(pool.clone().run(connections.clone()));
 
         let state = web::Data::new(AppState {
             connections,
@@ -171,6 +185,27 @@ impl Application {
             task.abort();
         }
         result
+    }
+}
+
+/// Feeds the store's events to their readers until the task is dropped: session changes to the
+/// hub, connection changes to the registry; after a lost feed, both re-read.
+async fn follow_store(mut feed: EventFeed, hub: Arc<Hub>, connections: Arc<Registry>) {
+    loop {
+        let reload = match feed.next().await {
+            FeedItem::Changed(event) => {
+                hub.publish(*event);
+                false
+            }
+            FeedItem::Resync => {
+                hub.resync_all();
+                true
+            }
+            FeedItem::ConnectionsChanged => true,
+        };
+        if reload && let Err(e) = connections.reload().await {
+            tracing::warn!(error = %e, "cannot re-read the connections");
+        }
     }
 }
 

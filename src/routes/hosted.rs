@@ -147,7 +147,7 @@ fn render_login(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
          connect-src 'self' ws://{host} wss://{host}; frame-src 'self' {wechat}; form-action {form_target}; \
          frame-ancestors {}; base-uri 'none'",
-        frame_ancestors(connection)
+        frame_ancestors(&connection)
     );
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -199,7 +199,7 @@ async fn connection_details(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let connection = state.connection(Some(&path))?;
-    cors::check_origin(&state, &req, connection)?;
+    cors::check_origin(&state, &req, &connection)?;
     let base = &state.public_base_url;
     let mut body = json!({
         "identifier": connection.identifier,

@@ -13,7 +13,8 @@ pub mod website;
 pub mod ws;
 
 use crate::account_hook::{self, Verdict};
-use crate::config::{Connection, Connections, Secret};
+use crate::config::{Connection, Secret};
+use crate::connections::Registry;
 use crate::crypto::MasterKeys;
 use crate::error::ApiError;
 use crate::limits::RateLimits;
@@ -30,7 +31,8 @@ use std::sync::Arc;
 
 /// Everything a handler may use, built once at start and shared through `web::Data`.
 pub struct AppState {
-    pub connections: Connections,
+    /// The live registry of connections, shared by all instances through the store.
+    pub connections: Arc<Registry>,
     pub store: SessionStore,
     pub wechat: WeChatClient,
     pub hub: Arc<Hub>,
@@ -54,7 +56,7 @@ pub struct AppState {
 
 impl AppState {
     /// The connection a PC page names, or the default one.
-    pub fn connection(&self, identifier: Option<&str>) -> Result<&Arc<Connection>, ApiError> {
+    pub fn connection(&self, identifier: Option<&str>) -> Result<Arc<Connection>, ApiError> {
         let found = match identifier {
             Some(id) => self.connections.get(id),
             None => self.connections.default_connection(),
@@ -92,7 +94,7 @@ impl AppState {
         }
     }
 
-    pub fn connection_of(&self, session: &LoginSession) -> Result<&Arc<Connection>, ApiError> {
+    pub fn connection_of(&self, session: &LoginSession) -> Result<Arc<Connection>, ApiError> {
         self.connections.get(&session.connection).ok_or_else(|| {
             ApiError::gone(
                 "connection_removed",
@@ -153,7 +155,7 @@ impl AppState {
     /// not allow, and the response's CORS headers follow that connection.
     pub async fn page_session(&self, req: &HttpRequest, id: &SceneId) -> Result<Versioned, ApiError> {
         let current = self.session(id).await?;
-        cors::check_origin(self, req, self.connection_of(&current.session)?)?;
+        cors::check_origin(self, req, &self.connection_of(&current.session)?)?;
         Ok(current)
     }
 

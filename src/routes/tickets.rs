@@ -5,7 +5,6 @@ use super::{AppState, bearer};
 use crate::error::ApiError;
 use crate::id_token::{self, IdTokenClaims};
 use crate::session::{Ticket, unix_now};
-use crate::token;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -30,10 +29,7 @@ async fn redeem(
     let id = Ticket::session_of(&body.ticket).ok_or_else(invalid)?;
     let current = state.store.get(&id).await?.ok_or_else(invalid)?;
     let connection = state.connection_of(&current.session)?.clone();
-    if !token::constant_time_eq(
-        credential.as_bytes(),
-        connection.backend_secret.expose().as_bytes(),
-    ) {
+    if !connection.accepts_credential(credential) {
         return Err(ApiError::unauthorized(
             "invalid_credentials",
             "These backend credentials do not belong to this ticket's connection.",

@@ -116,7 +116,7 @@ async fn start(
     let id = scene_id(&path)?;
     let current = state.browser_session(&req, &id).await?;
     let connection = state.connection_of(&current.session)?;
-    let redirect_uri = callback_url(connection)?;
+    let redirect_uri = callback_url(&connection)?;
     current.session.ensure_waiting()?;
 
     let login_state = token::random_base62(STATE_LEN);

@@ -56,7 +56,12 @@ pub struct Lock {
 pub enum FeedItem {
     Changed(Box<Versioned>),
     Resync,
+    /// The connections (tenants) changed on some instance: re-read them.
+    ConnectionsChanged,
 }
+
+/// What is published when the connections change (on the sessions' channel).
+const CONNECTIONS_CHANGED: &str = r#"{"connections_changed":true}"#;
 
 pub enum EventFeed {
     Memory(memory::MemoryFeed),
@@ -241,6 +246,14 @@ impl SessionStore {
             SessionStore::Memory(s) => EventFeed::Memory(s.subscribe()),
             SessionStore::Redis(s) => EventFeed::Redis(s.subscribe().await?),
         })
+    }
+
+    /// Tells every instance that the connections changed. One process needs no telling.
+    pub async fn announce_connections_changed(&self) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Memory(_) => Ok(()),
+            SessionStore::Redis(s) => s.publish(CONNECTIONS_CHANGED).await,
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

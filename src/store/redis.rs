@@ -252,6 +252,11 @@ impl RedisStore {
         bounded(call.invoke_async::<i64>(&mut conn)).await.map(|_| ())
     }
 
+    pub async fn publish(&self, payload: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        bounded(conn.publish::<_, _, ()>(self.channel(), payload)).await
+    }
+
     pub async fn subscribe(&self) -> Result<RedisFeed, StoreError> {
         let stream = open_subscription(&self.client, &self.channel()).await?;
         Ok(RedisFeed {
@@ -293,13 +298,16 @@ impl RedisFeed {
                 }
             };
             match stream.next().await {
-                Some(msg) => match msg
-                    .get_payload::<String>()
-                    .map(|p| serde_json::from_str::<Versioned>(&p))
-                {
-                    Ok(Ok(event)) => return FeedItem::Changed(Box::new(event)),
-                    _ => tracing::warn!("ignoring an unreadable session event"),
-                },
+                Some(msg) => {
+                    let payload = msg.get_payload::<String>().unwrap_or_default();
+                    if payload == super::CONNECTIONS_CHANGED {
+                        return FeedItem::ConnectionsChanged;
+                    }
+                    match serde_json::from_str::<Versioned>(&payload) {
+                        Ok(event) => return FeedItem::Changed(Box::new(event)),
+                        Err(_) => tracing::warn!("ignoring an unreadable session event"),
+                    }
+                }
                 None => {
                     tracing::warn!("redis event subscription closed; reconnecting");
                     self.stream = None;

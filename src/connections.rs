@@ -1,0 +1,365 @@
+//! The live registry of connections (the tenants). Seeded from the config file at start, changed
+//! through the admin API, and kept in the store, so every instance serves the same tenants: a
+//! change made on one instance is announced on the store's event feed and re-read by all.
+//!
+//! What the store keeps: each connection's settings with its AppSecret and hook secret sealed
+//! under the master key, its backend credentials as hashes, and its logo under the logo's
+//! fingerprint. Config connections are written only when the store has none of that identifier:
+//! after the first start, the store (and so the admin API) is the source of truth.
+
+use crate::codes::PreparedLogo;
+use crate::config::{
+    ConfigError, Connection, ConnectionSettings, Connections, Credential, FieldError, Secret, Settings,
+    WeChatApp, read_secret,
+};
+use crate::crypto::MasterKeys;
+use crate::session::unix_now;
+use crate::store::{SessionStore, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+const RECORDS_KEY: &str = "connections";
+const LOCK_KEY: &str = "connections-lock";
+const RECORD_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
+const APP_SECRET: &str = "app-secret";
+const HOOK_SECRET: &str = "hook-secret";
+
+fn logo_key(fingerprint: &str) -> String {
+    format!("connection-logo:{fingerprint}")
+}
+
+/// One connection as the store keeps it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Secrets and file paths are never serialized (see `ConnectionSettings`).
+    pub settings: ConnectionSettings,
+    app_secret: Option<String>,
+    hook_secret: Option<String>,
+    pub credentials: Vec<Credential>,
+    /// The logo's fingerprint; its bytes are stored under it.
+    pub logo: Option<String>,
+    pub updated_at: u64,
+}
+
+#[derive(Debug)]
+pub enum RegistryError {
+    /// A setting is not acceptable (`422`, naming it).
+    Invalid(FieldError),
+    NotFound,
+    Exists,
+    /// Another change is being made; try again.
+    Busy,
+    Store(StoreError),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::Invalid(e) => write!(f, "{e}"),
+            RegistryError::NotFound => f.write_str("no such connection"),
+            RegistryError::Exists => f.write_str("a connection with this identifier exists"),
+            RegistryError::Busy => f.write_str("the connections are being changed by another call"),
+            RegistryError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Store(e)
+    }
+}
+
+impl From<FieldError> for RegistryError {
+    fn from(e: FieldError) -> Self {
+        RegistryError::Invalid(e)
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid(FieldError {
+        field: field.to_owned(),
+        message: message.into(),
+    })
+}
+
+pub struct Registry {
+    store: SessionStore,
+    master: Arc<MasterKeys>,
+    public_base_url: String,
+    shared: Option<WeChatApp>,
+    default: String,
+    live: RwLock<Arc<Connections>>,
+}
+
+impl Registry {
+    /// Writes the config's connections (`from_config`, already checked) that the store lacks,
+    /// and loads them all.
+    pub async fn start(
+        settings: &Settings,
+        from_config: Connections,
+        store: SessionStore,
+        master: Arc<MasterKeys>,
+        public_base_url: &str,
+    ) -> Result<Self, ConfigError> {
+        let default = from_config
+            .default_connection()
+            .map(|c| c.identifier.clone())
+            .unwrap_or_default();
+        let registry = Self {
+            store,
+            master,
+            public_base_url: public_base_url.to_owned(),
+            shared: settings.shared_app()?,
+            default,
+            live: RwLock::new(Arc::new(from_config)),
+        };
+        let store_error = |e: RegistryError| ConfigError(format!("connections in the store: {e}"));
+        registry
+            .change(|records, registry| {
+                let mut logos = Vec::new();
+                for c in &settings.connections {
+                    if !records.contains_key(&c.identifier) {
+                        let (record, mut logo) = registry.seed_record(c)?;
+                        logos.append(&mut logo);
+                        records.insert(c.identifier.clone(), record);
+                    }
+                }
+                Ok(((), logos))
+            })
+            .await
+            .map_err(store_error)?;
+        Ok(registry)
+    }
+
+    fn seed_record(&self, c: &ConnectionSettings) -> Result<(Record, Vec<Vec<u8>>), RegistryError> {
+        let field = |f: &str, e: String| invalid(f, format!("{f}: {e}"));
+        let backend =
+            read_secret(&c.backend_secret, &c.backend_secret_file).map_err(|e| field("backend_secret", e))?;
+        let app_secret = match &c.appid {
+            Some(_) => {
+                Some(read_secret(&c.app_secret, &c.app_secret_file).map_err(|e| field("app_secret", e))?)
+            }
+            None => None,
+        };
+        let hook_secret = match &c.account_hook {
+            Some(hook) => {
+                Some(read_secret(&hook.secret, &hook.secret_file).map_err(|e| field("account_hook", e))?)
+            }
+            None => None,
+        };
+        let logo = match &c.logo {
+            Some(path) => Some(std::fs::read(path).map_err(|e| field("logo", e.to_string()))?),
+            None => None,
+        };
+        let mut settings = c.clone();
+        settings.backend_secret = None;
+        settings.backend_secret_file = None;
+        settings.logo = None;
+        self.record(
+            settings,
+            app_secret,
+            hook_secret,
+            vec![Credential::for_value(backend.expose(), unix_now())],
+            logo,
+        )
+    }
+
+    /// A record for `settings` (checked by resolving it), with its secrets sealed; returns the
+    /// logo bytes to store beside it.
+    fn record(
+        &self,
+        mut settings: ConnectionSettings,
+        app_secret: Option<Secret>,
+        hook_secret: Option<Secret>,
+        credentials: Vec<Credential>,
+        logo: Option<Vec<u8>>,
+    ) -> Result<(Record, Vec<Vec<u8>>), RegistryError> {
+        settings.app_secret = app_secret.clone();
+        if let Some(hook) = &mut settings.account_hook {
+            hook.secret = hook_secret.clone();
+        }
+        let prepared = match &logo {
+            Some(bytes) => Some(Arc::new(
+                PreparedLogo::prepare(bytes).map_err(|e| invalid("logo", format!("logo {e}")))?,
+            )),
+            None => None,
+        };
+        settings.resolve(&self.public_base_url, self.shared.as_ref(), prepared.clone())?;
+        let seal = |context: &str, secret: &Option<Secret>| -> Result<Option<String>, RegistryError> {
+            secret
+                .as_ref()
+                .map(|s| self.master.seal(context, s.expose().as_bytes()))
+                .transpose()
+                .map_err(|e| RegistryError::Store(StoreError(e.0)))
+        };
+        let record = Record {
+            app_secret: seal(APP_SECRET, &app_secret)?,
+            hook_secret: seal(HOOK_SECRET, &hook_secret)?,
+            settings,
+            credentials,
+            logo: prepared.as_ref().map(|p| p.fingerprint.clone()),
+            updated_at: unix_now(),
+        };
+        Ok((record, logo.into_iter().collect()))
+    }
+
+    /// The connections in force.
+    pub fn snapshot(&self) -> Arc<Connections> {
+        self.live
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn get(&self, identifier: &str) -> Option<Arc<Connection>> {
+        self.snapshot().get(identifier).cloned()
+    }
+
+    pub fn default_connection(&self) -> Option<Arc<Connection>> {
+        self.snapshot().default_connection().cloned()
+    }
+
+    pub fn any_allows_origin(&self, origin: &str) -> bool {
+        self.snapshot().any_allows_origin(origin)
+    }
+
+    /// Re-reads every connection from the store (after an announcement, or a lost feed).
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let records = self.read().await?;
+        let current = self.snapshot();
+        let mut by_id = HashMap::new();
+        for (id, record) in records {
+            match self.resolve(&record, current.get(&id)).await {
+                Ok(connection) => {
+                    by_id.insert(id, Arc::new(connection));
+                }
+                Err(e) => tracing::error!(connection = %id, error = %e, "a stored connection cannot be used"),
+            }
+        }
+        let next = Arc::new(Connections::new(by_id, self.default.clone()));
+        match self.live.write() {
+            Ok(mut live) => *live = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
+    }
+
+    async fn resolve(
+        &self,
+        record: &Record,
+        current: Option<&Arc<Connection>>,
+    ) -> Result<Connection, String> {
+        let mut settings = record.settings.clone();
+        let open = |context: &str, sealed: &Option<String>| -> Result<Option<Secret>, String> {
+            sealed
+                .as_ref()
+                .map(|s| {
+                    self.master
+                        .open(context, s)
+                        .map(|plain| Secret::new(String::from_utf8_lossy(&plain).into_owned()))
+                })
+                .transpose()
+                .map_err(|e| e.0)
+        };
+        settings.app_secret = open(APP_SECRET, &record.app_secret)?;
+        if let Some(hook) = &mut settings.account_hook {
+            hook.secret = open(HOOK_SECRET, &record.hook_secret)?;
+        }
+        // A logo is prepared once per fingerprint, not at every re-read.
+        let logo = match (&record.logo, current) {
+            (Some(f), Some(c)) if &c.logo.fingerprint == f => Some(c.logo.clone()),
+            (Some(f), _) => {
+                let bytes = self
+                    .store
+                    .get_value(&logo_key(f))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("its logo is missing from the store")?;
+                Some(Arc::new(PreparedLogo::prepare(&bytes).map_err(|e| e.0)?))
+            }
+            (None, _) => None,
+        };
+        let mut connection = settings
+            .resolve(&self.public_base_url, self.shared.as_ref(), logo)
+            .map_err(|e| e.message)?;
+        connection.credentials = record.credentials.clone();
+        Ok(connection)
+    }
+
+    async fn read(&self) -> Result<BTreeMap<String, Record>, StoreError> {
+        match self.store.get_value(RECORDS_KEY).await? {
+            Some(raw) => {
+                serde_json::from_slice(&raw).map_err(|e| StoreError(format!("connection records: {e}")))
+            }
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// The stored records, for the admin API.
+    pub async fn records(&self) -> Result<BTreeMap<String, Record>, StoreError> {
+        self.read().await
+    }
+
+    /// Applies `edit` to the records under the registry lock, stores them (and any logo bytes
+    /// `edit` returns), tells every instance, and re-reads them here.
+    pub async fn change<T>(
+        &self,
+        edit: impl FnOnce(&mut BTreeMap<String, Record>, &Self) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError>
+    where
+        T: Logos,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let lock = loop {
+            if let Some(lock) = self.store.try_lock(LOCK_KEY, 5_000).await? {
+                break lock;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RegistryError::Busy);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let result = self.change_locked(edit).await;
+        self.store.unlock(lock).await?;
+        let outcome = result?;
+        self.store.announce_connections_changed().await?;
+        self.reload().await?;
+        Ok(outcome)
+    }
+
+    async fn change_locked<T: Logos>(
+        &self,
+        edit: impl FnOnce(&mut BTreeMap<String, Record>, &Self) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut records = self.read().await?;
+        let outcome = edit(&mut records, self)?;
+        for bytes in outcome.logos() {
+            let fingerprint = crate::token::hash(bytes)[..16].to_owned();
+            self.store
+                .put_value(&logo_key(&fingerprint), bytes, RECORD_TTL_SECS)
+                .await?;
+        }
+        let raw = serde_json::to_vec(&records).map_err(|e| StoreError(e.to_string()))?;
+        self.store.put_value(RECORDS_KEY, &raw, RECORD_TTL_SECS).await?;
+        Ok(outcome)
+    }
+}
+
+/// What a change hands back, with the logo bytes it wants stored.
+pub trait Logos {
+    fn logos(&self) -> &[Vec<u8>] {
+        &[]
+    }
+}
+
+impl Logos for () {}
+
+impl<T> Logos for (T, Vec<Vec<u8>>) {
+    fn logos(&self) -> &[Vec<u8>] {
+        &self.1
+    }
+}
