@@ -363,3 +363,197 @@ impl<T> Logos for (T, Vec<Vec<u8>>) {
         &self.1
     }
 }
+
+/// The fields the admin API never takes: files on the relay's disk, and credentials (issued by
+/// the relay, never chosen).
+const NOT_OVER_THE_API: [&str; 4] = ["app_secret_file", "backend_secret", "backend_secret_file", "logo"];
+
+impl Registry {
+    /// The secrets a record holds, opened (to check a changed record before storing it).
+    fn secrets(&self, record: &Record) -> Result<(Option<Secret>, Option<Secret>), RegistryError> {
+        let open = |context: &str, sealed: &Option<String>| -> Result<Option<Secret>, RegistryError> {
+            sealed
+                .as_ref()
+                .map(|s| {
+                    self.master
+                        .open(context, s)
+                        .map(|plain| Secret::new(String::from_utf8_lossy(&plain).into_owned()))
+                })
+                .transpose()
+                .map_err(|e| RegistryError::Store(StoreError(e.0)))
+        };
+        Ok((
+            open(APP_SECRET, &record.app_secret)?,
+            open(HOOK_SECRET, &record.hook_secret)?,
+        ))
+    }
+
+    /// Checks what only the registry can: a companion must be one of its website connections.
+    fn check_companion(
+        records: &BTreeMap<String, Record>,
+        settings: &ConnectionSettings,
+    ) -> Result<(), RegistryError> {
+        match &settings.companion {
+            Some(c)
+                if records
+                    .get(c)
+                    .is_none_or(|r| r.settings.kind != crate::config::ConnectionKind::Website) =>
+            {
+                Err(invalid(
+                    "companion",
+                    format!("companion {c:?} is not a website connection"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A new connection from the admin API, with its first backend credential (shown once).
+    pub async fn create(&self, body: serde_json::Value) -> Result<(Record, Secret), RegistryError> {
+        let settings = parse_settings(body)?;
+        let app_secret = settings.app_secret.clone();
+        let hook_secret = settings.account_hook.as_ref().and_then(|h| h.secret.clone());
+        let ((record, raw), _) = self
+            .change(|records, registry| {
+                if records.contains_key(&settings.identifier) {
+                    return Err(RegistryError::Exists);
+                }
+                Self::check_companion(records, &settings)?;
+                let (credential, raw) = Credential::issue(unix_now());
+                let (record, logos) =
+                    registry.record(settings, app_secret, hook_secret, vec![credential], None)?;
+                records.insert(record.settings.identifier.clone(), record.clone());
+                Ok(((record, raw), logos))
+            })
+            .await?;
+        Ok((record, raw))
+    }
+
+    /// Changes some fields (a JSON merge: what the body names is replaced, the rest kept). The
+    /// identifier cannot change; secrets are replaced only when given.
+    pub async fn update(&self, identifier: &str, patch: serde_json::Value) -> Result<Record, RegistryError> {
+        let serde_json::Value::Object(patch) = patch else {
+            return Err(invalid("body", "send a JSON object of the fields to change"));
+        };
+        if patch.get("identifier").is_some_and(|v| v != identifier) {
+            return Err(invalid("identifier", "identifier cannot change"));
+        }
+        let (record, _) = self
+            .change(|records, registry| {
+                let current = records.get(identifier).ok_or(RegistryError::NotFound)?;
+                let mut merged = serde_json::to_value(&current.settings)
+                    .map_err(|e| RegistryError::Store(StoreError(e.to_string())))?;
+                if let Some(fields) = merged.as_object_mut() {
+                    fields.extend(patch.clone());
+                }
+                let settings = parse_settings(merged)?;
+                Self::check_companion(records, &settings)?;
+                let (old_app, old_hook) = registry.secrets(current)?;
+                let app_secret = settings.app_secret.clone().or(old_app);
+                let hook_secret = settings
+                    .account_hook
+                    .as_ref()
+                    .and_then(|h| h.secret.clone())
+                    .or(old_hook);
+                let logo = current.logo.clone();
+                let (mut record, logos) = registry.record(
+                    settings,
+                    app_secret,
+                    hook_secret,
+                    current.credentials.clone(),
+                    None,
+                )?;
+                record.logo = logo;
+                records.insert(identifier.to_owned(), record.clone());
+                Ok((record, logos))
+            })
+            .await?;
+        Ok(record)
+    }
+
+    pub async fn delete(&self, identifier: &str) -> Result<(), RegistryError> {
+        self.change(|records, _| {
+            records.remove(identifier).ok_or(RegistryError::NotFound)?;
+            // A mini-program connection that offered it as a tab no longer does.
+            for record in records.values_mut() {
+                if record.settings.companion.as_deref() == Some(identifier) {
+                    record.settings.companion = None;
+                }
+            }
+            Ok(((), Vec::new()))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A new logo (checked as at config time: PNG, JPEG or WebP, ≤ 2 MB, ≤ 4096 px).
+    pub async fn set_logo(&self, identifier: &str, bytes: Vec<u8>) -> Result<Record, RegistryError> {
+        let prepared = PreparedLogo::prepare(&bytes).map_err(|e| invalid("logo", format!("logo {e}")))?;
+        let (record, _) = self
+            .change(|records, _| {
+                let record = records.get_mut(identifier).ok_or(RegistryError::NotFound)?;
+                record.logo = Some(prepared.fingerprint.clone());
+                record.updated_at = unix_now();
+                Ok((record.clone(), vec![bytes]))
+            })
+            .await?;
+        Ok(record)
+    }
+
+    pub async fn issue_credential(&self, identifier: &str) -> Result<(Credential, Secret), RegistryError> {
+        let (issued, _) = self
+            .change(|records, _| {
+                let record = records.get_mut(identifier).ok_or(RegistryError::NotFound)?;
+                let (credential, raw) = Credential::issue(unix_now());
+                record.credentials.push(credential.clone());
+                Ok(((credential, raw), Vec::new()))
+            })
+            .await?;
+        Ok(issued)
+    }
+
+    pub async fn revoke_credential(&self, identifier: &str, credential: &str) -> Result<(), RegistryError> {
+        self.change(|records, _| {
+            let record = records.get_mut(identifier).ok_or(RegistryError::NotFound)?;
+            let before = record.credentials.len();
+            record.credentials.retain(|c| c.id != credential);
+            if record.credentials.len() == before {
+                return Err(RegistryError::NotFound);
+            }
+            Ok(((), Vec::new()))
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Connection settings from an admin API body: the config's shape, secrets inline, no files.
+fn parse_settings(body: serde_json::Value) -> Result<ConnectionSettings, RegistryError> {
+    if let Some(fields) = body.as_object() {
+        for field in NOT_OVER_THE_API {
+            if fields.get(field).is_some_and(|v| !v.is_null()) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{field} is not taken over the admin API (credentials are issued at …/credentials, logos uploaded at …/logo)"
+                    ),
+                ));
+            }
+        }
+        if fields
+            .get("account_hook")
+            .and_then(|h| h.get("secret_file"))
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(invalid(
+                "account_hook.secret_file",
+                "account_hook.secret_file is not taken over the admin API",
+            ));
+        }
+    }
+    serde_json::from_value(body).map_err(|e| {
+        let message = e.to_string();
+        let field = message.split('`').nth(1).unwrap_or("body").to_owned();
+        RegistryError::Invalid(FieldError { field, message })
+    })
+}

@@ -14,12 +14,16 @@ pub struct ApiError {
     pub message: String,
     /// Sent as `Retry-After` (seconds) with 429s.
     pub retry_after: Option<u64>,
+    /// With a 422: the setting that is not acceptable.
+    pub field: Option<String>,
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
 }
 
 impl ApiError {
@@ -29,6 +33,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            field: None,
         }
     }
 
@@ -112,6 +117,7 @@ impl ResponseError for ApiError {
         response.json(ErrorBody {
             error: self.code,
             message: &self.message,
+            field: self.field.as_deref(),
         })
     }
 }
@@ -182,6 +188,29 @@ impl From<crate::session::TransitionError> for ApiError {
             ),
             T::BadTicket => ApiError::bad_request("invalid_ticket", "This ticket is not valid."),
             T::TicketExpired => ApiError::gone("ticket_expired", "This ticket has expired; log in again."),
+        }
+    }
+}
+
+impl From<crate::connections::RegistryError> for ApiError {
+    fn from(e: crate::connections::RegistryError) -> Self {
+        use crate::connections::RegistryError as R;
+        match e {
+            R::Invalid(field) => ApiError {
+                field: Some(field.field),
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", field.message)
+            },
+            R::NotFound => ApiError::not_found(
+                "connection_not_found",
+                "No connection (or credential) has this identifier.",
+            ),
+            R::Exists => ApiError::conflict("connection_exists", "A connection with this identifier exists."),
+            R::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "registry_busy",
+                "Another change to the connections is being made; try again.",
+            ),
+            R::Store(e) => e.into(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 fn relay(args: &[&str]) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_qrlogin-relay"))
@@ -80,22 +81,37 @@ fn the_sandbox_says_where_it_listens_and_names_the_sandbox_appid() {
 
 /// Starts the sandbox with `args`; returns the child and the address it listens on.
 fn sandbox(args: &[&str]) -> (std::process::Child, String) {
+    let (child, base, _) = logged_sandbox(args, "off");
+    (child, base)
+}
+
+/// The same, logging at `level`; the third value collects every line it writes.
+fn logged_sandbox(args: &[&str], level: &str) -> (std::process::Child, String, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qrlogin-relay"))
         .args(["sandbox", "--listen", "127.0.0.1:0"])
         .args(args)
-        .env("RUST_LOG", "off")
+        .env("RUST_LOG", level)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let base = first
-        .strip_prefix("qrlogin-relay listening on ")
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_owned();
+    let base = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("qrlogin-relay listening on ")
+                .map(str::to_owned)
+        })
+        .expect("the sandbox says where it listens");
     // Keep reading: a closed pipe would kill the sandbox at its next line.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, base)
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let collected = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    (child, base, log)
 }
 
 #[tokio::test]
@@ -150,4 +166,60 @@ async fn sandbox_flags_shorten_sessions_and_register_a_developers_site() {
     assert_eq!(login("https://b.example/cb").await.unwrap().status(), 400);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_log_line() {
+    let (mut child, base, log) = logged_sandbox(&[], "info");
+    let secrets = ["tenant-app-secret-7781", "tenant-hook-secret-7781"];
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/admin/connections"))
+        .bearer_auth("sandbox-admin")
+        .json(&serde_json::json!({
+            "identifier": "logged",
+            "display_name": "Logged",
+            "appid": "wx0000000000000777",
+            "app_secret": secrets[0],
+            "account_hook": { "url": "https://logged.example/hook", "secret": secrets[1] },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let credential = created["credential"]["secret"].as_str().unwrap().to_owned();
+    // The audit event is written (and awaited), and holds names, not values.
+    let audit = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Some(line) = log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("create_connection"))
+                .cloned()
+            {
+                return line;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("an audit line");
+    assert!(
+        audit.contains("app_secret") && audit.contains("logged"),
+        "{audit}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lines = log.lock().unwrap().clone();
+    for line in &lines {
+        for secret in secrets
+            .iter()
+            .copied()
+            .chain([credential.as_str(), "sandbox-admin"])
+        {
+            assert!(!line.contains(secret), "a secret in the log: {line}");
+        }
+    }
 }

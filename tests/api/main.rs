@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod account_hook;
+mod admin;
 mod at_rest;
 mod bad_input;
 mod browser;

@@ -12,7 +12,7 @@ const PRIVATE_APPID: &str = "wx0123456789abcd01";
 
 /// A full login as `user` on `connection`, whose mini-program is `appid`: the scan answer and
 /// the ticket.
-async fn log_in(app: &TestApp, connection: &str, appid: &str, user: &str) -> (Value, String) {
+pub async fn log_in(app: &TestApp, connection: &str, appid: &str, user: &str) -> (Value, String) {
     let (status, created) = app.create_session(json!({ "connection": connection })).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap();
