@@ -254,20 +254,10 @@ impl Registry {
         current: Option<&Arc<Connection>>,
     ) -> Result<Connection, String> {
         let mut settings = record.settings.clone();
-        let open = |context: &str, sealed: &Option<String>| -> Result<Option<Secret>, String> {
-            sealed
-                .as_ref()
-                .map(|s| {
-                    self.master
-                        .open(context, s)
-                        .map(|plain| Secret::new(String::from_utf8_lossy(&plain).into_owned()))
-                })
-                .transpose()
-                .map_err(|e| e.0)
-        };
-        settings.app_secret = open(APP_SECRET, &record.app_secret)?;
+        let (app_secret, hook_secret) = self.secrets(record).map_err(|e| e.to_string())?;
+        settings.app_secret = app_secret;
         if let Some(hook) = &mut settings.account_hook {
-            hook.secret = open(HOOK_SECRET, &record.hook_secret)?;
+            hook.secret = hook_secret;
         }
         // A logo is prepared once per fingerprint, not at every re-read.
         let logo = match (&record.logo, current) {
