@@ -187,6 +187,8 @@ pub struct AccountHookSettings {
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionKind {
     #[default]
+    /// Written `mini_program` (or `miniprogram`).
+    #[serde(alias = "miniprogram")]
     MiniProgram,
     Website,
 }
