@@ -255,6 +255,26 @@ test('expired codes are renewed in place, then wait for a click', async (t) => {
   assert.equal(navigations, 1);
 });
 
+test('a hidden tab burns no sessions: renewal waits until it is seen again', async (t) => {
+  const { context, page } = await fresh(t);
+  // The tab is in the background from the start (what the widget reads of visibility).
+  await page.addInitScript(() => {
+    window.__hidden = true;
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => window.__hidden });
+  });
+  let created = 0;
+  context.on('response', (r) => { if (isCreate(r)) created += 1; });
+  await page.goto(`${SITE}/widget.html?connection=short`);
+  await page.getByRole('button', { name: 'Show a new code' }).waitFor();
+  await sees(page, 'This code has expired');
+  assert.equal(created, 1, 'no renewal while hidden');
+  const renewed = nextSession(context);
+  await page.evaluate(() => { window.__hidden = false; document.dispatchEvent(new Event('visibilitychange')); });
+  await renewed;
+  await sees(page, 'Scan with WeChat to log in');
+  assert.equal(created, 2);
+});
+
 test('a cancel on the phone is shown, with a way to start again', async (t) => {
   const { context, page } = await fresh(t);
   const created = nextSession(context);
