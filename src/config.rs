@@ -137,6 +137,10 @@ pub struct ConnectionSettings {
     /// Accept scans of a forwarded or saved image (launch scenes 1048/1049). Off by default.
     #[serde(default)]
     pub allow_forwarded_scans: bool,
+    /// Accept scans that send no `launch_scene` (a mini-program that cannot tell). Off by
+    /// default: such a scan could be of a forwarded image.
+    #[serde(default)]
+    pub allow_missing_launch_scene: bool,
     /// The tenant's account hook: asked before every confirm, it allows (naming the tenant's
     /// user id) or denies the person.
     pub account_hook: Option<AccountHookSettings>,
@@ -272,6 +276,7 @@ pub struct Connection {
     pub callback_urls: Vec<String>,
     pub companion: Option<String>,
     pub allow_forwarded_scans: bool,
+    pub allow_missing_launch_scene: bool,
     pub account_hook: Option<AccountHook>,
     pub login_only: bool,
     pub code: CodeSettings,
@@ -663,6 +668,7 @@ impl ConnectionSettings {
             account_hook,
             login_only: self.login_only,
             allow_forwarded_scans: self.allow_forwarded_scans,
+            allow_missing_launch_scene: self.allow_missing_launch_scene,
             code,
         })
     }

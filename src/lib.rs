@@ -23,4 +23,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod user_agent;
 pub mod wechat;

@@ -32,11 +32,15 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
     let id = scene_id(&body.scene)?;
     let current = state.session(&id).await?;
     let connection = state.connection_of(&current.session)?.clone();
-    if body
-        .launch_scene
-        .is_some_and(|s| FORWARDED_SCAN_SCENES.contains(&s))
-        && !connection.allow_forwarded_scans
-    {
+    // Fail closed: a scan that does not say how the code was opened could be a forwarded one.
+    let launch_scene = body.launch_scene.filter(|s| *s != 0);
+    if launch_scene.is_none() && !connection.allow_missing_launch_scene {
+        return Err(ApiError::bad_request(
+            "launch_scene_required",
+            "Send launch_scene (wx.getEnterOptionsSync().scene): scans that do not say how the code was opened are refused.",
+        ));
+    }
+    if launch_scene.is_some_and(|s| FORWARDED_SCAN_SCENES.contains(&s)) && !connection.allow_forwarded_scans {
         return Err(ApiError::forbidden(
             "forwarded_scan_refused",
             "This code was opened from a forwarded or saved image; scan it from the computer screen.",
@@ -83,7 +87,11 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
             "display_name": connection.display_name,
             "logo_url": format!("{}/v1/connections/{}/logo", state.public_base_url, connection.identifier),
             "expires_at": session.expires_at,
-            "client": session.client,
+            "client": {
+                "ip": session.client.ip,
+                "user_agent": session.client.user_agent,
+                "browser": crate::user_agent::describe(&session.client.user_agent),
+            },
         }
     })))
 }

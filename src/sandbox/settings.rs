@@ -77,6 +77,7 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         callback_urls,
         companion: Some("website".into()),
         allow_forwarded_scans: false,
+        allow_missing_launch_scene: false,
         account_hook: None,
         login_only: false,
         code_type: CodeType::Sun,

@@ -181,7 +181,7 @@ async fn wechat_codes_work_once(backend: Backend) {
     let first = app.start().await;
     let second = app.start().await;
     let login_code = app.login_code("grace").await;
-    let scan = |scene: &str| json!({ "scene": scene, "login_code": login_code });
+    let scan = |scene: &str| json!({ "scene": scene, "login_code": login_code, "launch_scene": 1047 });
     let (status, body) = app.post_json("/v1/mp/scan", &scan(&first.id)).await;
     assert_eq!(status, StatusCode::OK);
     assert_error(
@@ -192,7 +192,7 @@ async fn wechat_codes_work_once(backend: Backend) {
     assert_error(
         app.post_json(
             "/v1/mp/scan",
-            &json!({ "scene": second.id, "login_code": "made-up" }),
+            &json!({ "scene": second.id, "login_code": "made-up", "launch_scene": 1047 }),
         )
         .await,
         StatusCode::BAD_REQUEST,
@@ -271,11 +271,45 @@ async fn forwarded_scans_are_refused(backend: Backend) {
         StatusCode::FORBIDDEN,
         "forwarded_scan_refused",
     );
+    // Fail closed: no launch scene (or 0) says nothing about how the code was opened.
+    for missing in [
+        json!({ "scene": pc.id, "login_code": login_code }),
+        json!({ "scene": pc.id, "login_code": login_code, "launch_scene": 0 }),
+    ] {
+        assert_error(
+            app.post_json("/v1/mp/scan", &missing).await,
+            StatusCode::BAD_REQUEST,
+            "launch_scene_required",
+        );
+    }
     let body = json!({ "scene": pc.id, "login_code": login_code, "launch_scene": 1047 });
     assert_eq!(
         app.post_json("/v1/mp/scan", &body).await.0,
         StatusCode::OK,
         "the refused scan did not spend the code"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_may_opt_out_of_requiring_the_launch_scene() {
+    let mut settings = settings(Backend::Memory);
+    settings.connections[0].allow_missing_launch_scene = true;
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let login_code = app.login_code("ivy").await;
+    let (status, body) = app
+        .post_json(
+            "/v1/mp/scan",
+            &json!({ "scene": pc.id, "login_code": login_code }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let forwarded =
+        json!({ "scene": pc.id, "login_code": app.login_code("ivy").await, "launch_scene": 1049 });
+    assert_error(
+        app.post_json("/v1/mp/scan", &forwarded).await,
+        StatusCode::FORBIDDEN,
+        "forwarded_scan_refused",
     );
 }
 

@@ -238,7 +238,7 @@ impl TestApp {
         let login_code = self.login_code(user).await;
         self.post_json(
             "/v1/mp/scan",
-            &json!({ "scene": scene, "login_code": login_code }),
+            &json!({ "scene": scene, "login_code": login_code, "launch_scene": 1047 }),
         )
         .await
     }

@@ -30,6 +30,10 @@ async fn a_full_login_is_pushed_to_the_browser_and_redeemed_once(backend: Backen
     let scan = app.scan(&pc, "alice").await;
     assert_eq!(scan.body["session"]["display_name"], "Sandbox Mini Program");
     assert_eq!(scan.body["session"]["client"]["ip"], "127.0.0.1");
+    assert_eq!(
+        scan.body["session"]["client"]["browser"], "Unknown browser",
+        "reqwest is not a browser"
+    );
     assert_eq!(socket.next_json().await["status"], "scanned");
 
     let phone_code = app.phone_code("alice", "13800138000").await;

@@ -51,10 +51,13 @@ async function mint(kind, body) {
 }
 
 /** The phone: scan the session's code as `user`, then confirm or cancel. */
+let lastScan = null;
+
 async function scan(session, user) {
   const answer = await call('POST', `${RELAY}/v1/mp/scan`,
     { scene: session.id, login_code: await mint('login-code', { user }), launch_scene: 1047 });
   assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  lastScan = answer.body;
   return answer.body.scan_token;
 }
 
@@ -112,6 +115,7 @@ test('the README snippet: full-page redirect to the hosted page and back with a 
   const token = await scan(session, 'alice');
   await sees(page, 'Scanned — confirm on your phone');
   await shot(page, 'hosted-scanned');
+  assert.match(lastScan.session.client.browser, /^Chrome \d+ · Linux$/, 'the phone reads which browser asked');
   await confirm(session, token, 'alice');
   await page.waitForURL((url) => url.href.startsWith(CALLBACK));
   const received = JSON.parse(await page.locator('#received').textContent());

@@ -20,7 +20,8 @@ Page({
     // A sun code carries the session id as `scene`; a link code carries the whole link as `q`.
     const link = decodeURIComponent(query.q || '')
     this.scene = query.scene ? decodeURIComponent(query.scene) : link.slice(link.lastIndexOf('/') + 1)
-    const launchScene = wx.getLaunchOptionsSync().scene
+    // How this page was entered: on a hot start the launch options still name the first scene.
+    const launchScene = wx.getEnterOptionsSync().scene
     wx.login({
       success: ({ code }) =>
         call('/v1/mp/scan', { scene: this.scene, login_code: code, launch_scene: launchScene })
