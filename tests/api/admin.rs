@@ -248,15 +248,16 @@ async fn logos_are_checked_and_a_deleted_tenants_logins_stop() {
     let (status, created) = admin(&app, Method::POST, "/v1/admin/connections", Some(acme())).await;
     assert_eq!(status, StatusCode::CREATED);
     let credential = created["credential"]["secret"].as_str().unwrap().to_owned();
-    let logo_before = app
-        .http
-        .get(app.url("/v1/connections/acme/logo"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let logo = async || {
+        let response = app
+            .http
+            .get(app.url("/v1/connections/acme/logo"))
+            .send()
+            .await
+            .unwrap();
+        response.bytes().await.unwrap()
+    };
+    let logo_before = logo().await;
     let mut png = Vec::new();
     image::RgbaImage::from_pixel(64, 64, image::Rgba([20, 160, 60, 255]))
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
@@ -270,15 +271,7 @@ async fn logos_are_checked_and_a_deleted_tenants_logins_stop() {
             .send()
     };
     assert_eq!(upload(png).await.unwrap().status(), StatusCode::OK);
-    let logo_after = app
-        .http
-        .get(app.url("/v1/connections/acme/logo"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let logo_after = logo().await;
     assert_ne!(logo_before, logo_after, "the new logo is in force");
     let refused: Value = upload(b"not an image".to_vec())
         .await
