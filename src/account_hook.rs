@@ -8,10 +8,8 @@
 use crate::config::{AccountHook, Connection};
 use crate::session::{Identity, unix_now};
 use crate::token;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Sha256;
 use std::time::Duration;
 
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -36,15 +34,8 @@ struct Answer {
 
 /// `t=…,v1=…` for `body` sent at `t`.
 pub fn signature(secret: &str, t: u64, body: &str) -> String {
-    let digest = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(format!("{t}.{body}").as_bytes());
-            token::hex(&mac.finalize().into_bytes())
-        }
-        // HMAC takes keys of any length.
-        Err(_) => String::new(),
-    };
-    format!("t={t},v1={digest}")
+    let mac = token::mac(secret.as_bytes(), &[format!("{t}.{body}").as_bytes()]);
+    format!("t={t},v1={}", token::hex(&mac))
 }
 
 /// Asks the connection's hook about `identity`.

@@ -76,11 +76,9 @@ impl MasterKeys {
     /// The sandbox's made-up key: fixed, so sandbox instances sharing a Redis open each other's
     /// records. Never for production (a `serve` config must name a `master_key_file`).
     pub fn sandbox() -> Self {
-        let key = crate::token::hash("qrlogin-relay sandbox master key, not a secret");
-        let bytes: Vec<u8> = (0..32)
-            .filter_map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).ok())
-            .collect();
-        Self::parse(&STANDARD.encode(bytes)).unwrap_or_else(|_| Self { keys: Vec::new() })
+        use sha2::{Digest, Sha256};
+        let key = Sha256::digest(b"qrlogin-relay sandbox master key, not a secret");
+        Self::parse(&STANDARD.encode(key)).unwrap_or_else(|_| Self { keys: Vec::new() })
     }
 
     /// The id of the key that seals.

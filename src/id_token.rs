@@ -7,10 +7,8 @@ use crate::signing::SigningKeys;
 use crate::token;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, Header};
 use serde::Serialize;
-use sha2::Sha256;
 
 /// How long an ID token is valid, in seconds.
 pub const ID_TOKEN_TTL_SECS: u64 = 300;
@@ -52,15 +50,11 @@ struct Claims<'a> {
 /// and the person's unionid (their openid when there is none), keyed by the relay's salt.
 pub fn pairwise_subject(salt: &str, connection: &str, identity: &Identity) -> String {
     let person = identity.unionid.as_deref().unwrap_or(&identity.openid);
-    let mut mac = match Hmac::<Sha256>::new_from_slice(salt.as_bytes()) {
-        Ok(mac) => mac,
-        // HMAC takes keys of any length.
-        Err(_) => return token::hash(format!("{salt}\0{connection}\0{person}")),
-    };
-    mac.update(connection.as_bytes());
-    mac.update(b"\0");
-    mac.update(person.as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    let mac = token::mac(
+        salt.as_bytes(),
+        &[connection.as_bytes(), b"\0", person.as_bytes()],
+    );
+    URL_SAFE_NO_PAD.encode(mac)
 }
 
 pub fn sign(claims: &IdTokenClaims<'_>, keys: &SigningKeys) -> Result<String, jsonwebtoken::errors::Error> {

@@ -156,18 +156,11 @@ impl TicketKey {
     }
 
     fn derive(&self, id: &SceneId, nonce: &str) -> String {
-        use hmac::Mac;
-        let digest = match hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.as_bytes()) {
-            Ok(mut mac) => {
-                mac.update(id.as_str().as_bytes());
-                mac.update(b".");
-                mac.update(nonce.as_bytes());
-                token::hex(&mac.finalize().into_bytes())
-            }
-            // HMAC takes keys of any length.
-            Err(_) => token::hash(format!("{}.{id}.{nonce}", self.0)),
-        };
-        format!("{id}.{}", &digest[..32])
+        let mac = token::mac(
+            self.0.as_bytes(),
+            &[id.as_str().as_bytes(), b".", nonce.as_bytes()],
+        );
+        format!("{id}.{}", &token::hex(&mac)[..32])
     }
 }
 

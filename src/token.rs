@@ -29,6 +29,29 @@ pub fn hash(raw: impl AsRef<[u8]>) -> String {
     hex(&Sha256::digest(raw.as_ref()))
 }
 
+/// HMAC-SHA256 under `key` of `parts`, fed in order (ticket derivation, pairwise subjects,
+/// account-hook signatures).
+pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mut mac) => {
+            for part in parts {
+                mac.update(part);
+            }
+            mac.finalize().into_bytes().into()
+        }
+        // HMAC takes keys of any length, so this is never reached.
+        Err(_) => {
+            let mut digest = Sha256::new();
+            digest.update(key);
+            for part in parts {
+                digest.update(part);
+            }
+            digest.finalize().into()
+        }
+    }
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
