@@ -118,6 +118,16 @@ impl Registry {
             live: RwLock::new(Arc::new(from_config)),
         };
         let store_error = |e: RegistryError| ConfigError(format!("connections in the store: {e}"));
+        // Usually every config connection is stored already: then nothing is locked or written.
+        let stored = registry.read().await.map_err(|e| store_error(e.into()))?;
+        if settings
+            .connections
+            .iter()
+            .all(|c| stored.contains_key(&c.identifier))
+        {
+            registry.reload().await.map_err(|e| store_error(e.into()))?;
+            return Ok(registry);
+        }
         registry
             .change(|records, registry| {
                 let mut logos = Vec::new();
@@ -280,7 +290,7 @@ impl Registry {
         Ok(connection)
     }
 
-    async fn read(&self) -> Result<BTreeMap<String, Record>, StoreError> {
+    async fn read(&self) -> Result<Records, StoreError> {
         match self.store.get_value(RECORDS_KEY).await? {
             Some(raw) => {
                 serde_json::from_slice(&raw).map_err(|e| StoreError(format!("connection records: {e}")))
@@ -290,19 +300,16 @@ impl Registry {
     }
 
     /// The stored records, for the admin API.
-    pub async fn records(&self) -> Result<BTreeMap<String, Record>, StoreError> {
+    pub async fn records(&self) -> Result<Records, StoreError> {
         self.read().await
     }
 
-    /// Applies `edit` to the records under the registry lock, stores them (and any logo bytes
-    /// `edit` returns), tells every instance, and re-reads them here.
+    /// Applies `edit` to the records under the registry lock, stores them and the logo bytes
+    /// `edit` hands back beside its result, tells every instance, and re-reads them here.
     pub async fn change<T>(
         &self,
-        edit: impl FnOnce(&mut BTreeMap<String, Record>, &Self) -> Result<T, RegistryError>,
-    ) -> Result<T, RegistryError>
-    where
-        T: Logos,
-    {
+        edit: impl FnOnce(&mut Records, &Self) -> Edited<T>,
+    ) -> Result<T, RegistryError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         let lock = loop {
             if let Some(lock) = self.store.try_lock(LOCK_KEY, 5_000).await? {
@@ -321,13 +328,13 @@ impl Registry {
         Ok(outcome)
     }
 
-    async fn change_locked<T: Logos>(
+    async fn change_locked<T>(
         &self,
-        edit: impl FnOnce(&mut BTreeMap<String, Record>, &Self) -> Result<T, RegistryError>,
+        edit: impl FnOnce(&mut Records, &Self) -> Edited<T>,
     ) -> Result<T, RegistryError> {
         let mut records = self.read().await?;
-        let outcome = edit(&mut records, self)?;
-        for bytes in outcome.logos() {
+        let (outcome, logos) = edit(&mut records, self)?;
+        for bytes in &logos {
             let fingerprint = crate::token::hash(bytes)[..16].to_owned();
             self.store
                 .put_value(&logo_key(&fingerprint), bytes, RECORD_TTL_SECS)
@@ -339,20 +346,11 @@ impl Registry {
     }
 }
 
-/// What a change hands back, with the logo bytes it wants stored.
-pub trait Logos {
-    fn logos(&self) -> &[Vec<u8>] {
-        &[]
-    }
-}
+/// The records by identifier.
+pub type Records = BTreeMap<String, Record>;
 
-impl Logos for () {}
-
-impl<T> Logos for (T, Vec<Vec<u8>>) {
-    fn logos(&self) -> &[Vec<u8>] {
-        &self.1
-    }
-}
+/// What an edit of the records hands back: its result, and the logo bytes to store.
+pub type Edited<T> = Result<(T, Vec<Vec<u8>>), RegistryError>;
 
 /// The fields the admin API never takes: files on the relay's disk, and credentials (issued by
 /// the relay, never chosen).
@@ -379,10 +377,7 @@ impl Registry {
     }
 
     /// Checks what only the registry can: a companion must be one of its website connections.
-    fn check_companion(
-        records: &BTreeMap<String, Record>,
-        settings: &ConnectionSettings,
-    ) -> Result<(), RegistryError> {
+    fn check_companion(records: &Records, settings: &ConnectionSettings) -> Result<(), RegistryError> {
         match &settings.companion {
             Some(c)
                 if records
@@ -403,7 +398,7 @@ impl Registry {
         let settings = parse_settings(body)?;
         let app_secret = settings.app_secret.clone();
         let hook_secret = settings.account_hook.as_ref().and_then(|h| h.secret.clone());
-        let ((record, raw), _) = self
+        let (record, raw) = self
             .change(|records, registry| {
                 if records.contains_key(&settings.identifier) {
                     return Err(RegistryError::Exists);
@@ -428,7 +423,7 @@ impl Registry {
         if patch.get("identifier").is_some_and(|v| v != identifier) {
             return Err(invalid("identifier", "identifier cannot change"));
         }
-        let (record, _) = self
+        let record = self
             .change(|records, registry| {
                 let current = records.get(identifier).ok_or(RegistryError::NotFound)?;
                 let mut merged = serde_json::to_value(&current.settings)
@@ -479,7 +474,7 @@ impl Registry {
     /// A new logo (checked as at config time: PNG, JPEG or WebP, ≤ 2 MB, ≤ 4096 px).
     pub async fn set_logo(&self, identifier: &str, bytes: Vec<u8>) -> Result<Record, RegistryError> {
         let prepared = PreparedLogo::prepare(&bytes).map_err(|e| invalid("logo", format!("logo {e}")))?;
-        let (record, _) = self
+        let record = self
             .change(|records, _| {
                 let record = records.get_mut(identifier).ok_or(RegistryError::NotFound)?;
                 record.logo = Some(prepared.fingerprint.clone());
@@ -491,7 +486,7 @@ impl Registry {
     }
 
     pub async fn issue_credential(&self, identifier: &str) -> Result<(Credential, Secret), RegistryError> {
-        let (issued, _) = self
+        let issued = self
             .change(|records, _| {
                 let record = records.get_mut(identifier).ok_or(RegistryError::NotFound)?;
                 let (credential, raw) = Credential::issue(unix_now());
