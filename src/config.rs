@@ -354,6 +354,14 @@ pub enum CodeSettings {
 }
 
 impl Connection {
+    pub fn kind(&self) -> ConnectionKind {
+        if self.is_website() {
+            ConnectionKind::Website
+        } else {
+            ConnectionKind::MiniProgram
+        }
+    }
+
     /// Whether a backend credential belongs to this connection (hashes compared in constant time).
     pub fn accepts_credential(&self, raw: &str) -> bool {
         self.credentials
@@ -474,18 +482,10 @@ impl Settings {
                 )));
             }
         }
-        for c in by_id.values() {
-            if let Some(companion) = &c.companion {
-                match by_id.get(companion) {
-                    Some(w) if w.is_website() && !c.is_website() => {}
-                    _ => {
-                        return Err(ConfigError(format!(
-                            "connection {:?}: companion {companion:?} must be a website connection (and {:?} a mini-program one)",
-                            c.identifier, c.identifier
-                        )));
-                    }
-                }
-            }
+        for c in &self.connections {
+            let kind_of = |id: &str| by_id.get(id).map(|w| w.kind());
+            check_companion(c, kind_of)
+                .map_err(|e| ConfigError(format!("connection {:?}: {e}", c.identifier)))?;
         }
         let default = match &self.default_connection {
             Some(d) if by_id.contains_key(d) => d.clone(),
@@ -732,6 +732,25 @@ pub fn read_secret(inline: &Option<Secret>, file: &Option<PathBuf>) -> Result<Se
         return Err("empty".into());
     }
     Ok(Secret(value))
+}
+
+/// The companion rule: only a mini-program connection may name one, and it must be a website
+/// connection (`kind_of` tells the kind of a connection by identifier).
+pub fn check_companion(
+    settings: &ConnectionSettings,
+    kind_of: impl Fn(&str) -> Option<ConnectionKind>,
+) -> Result<(), FieldError> {
+    match &settings.companion {
+        Some(c)
+            if settings.kind != ConnectionKind::MiniProgram
+                || kind_of(c) != Some(ConnectionKind::Website) =>
+        {
+            Err(FieldError::new(format!(
+                "companion {c:?} must be a website connection, named by a mini-program connection"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub fn is_valid_identifier(id: &str) -> bool {

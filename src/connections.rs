@@ -376,21 +376,10 @@ impl Registry {
         ))
     }
 
-    /// Checks what only the registry can: a companion must be one of its website connections.
+    /// The companion rule, against the stored connections.
     fn check_companion(records: &Records, settings: &ConnectionSettings) -> Result<(), RegistryError> {
-        match &settings.companion {
-            Some(c)
-                if records
-                    .get(c)
-                    .is_none_or(|r| r.settings.kind != crate::config::ConnectionKind::Website) =>
-            {
-                Err(invalid(
-                    "companion",
-                    format!("companion {c:?} is not a website connection"),
-                ))
-            }
-            _ => Ok(()),
-        }
+        crate::config::check_companion(settings, |id| records.get(id).map(|r| r.settings.kind))
+            .map_err(RegistryError::Invalid)
     }
 
     /// A new connection from the admin API, with its first backend credential (shown once).
