@@ -87,6 +87,8 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
             "display_name": connection.display_name,
             "logo_url": format!("{}/v1/connections/{}/logo", state.public_base_url, connection.identifier),
             "expires_at": session.expires_at,
+            // Seconds left, for a countdown that does not trust the phone's clock.
+            "expires_in": session.expires_at.saturating_sub(unix_now()),
             "client": {
                 "ip": session.client.ip,
                 "user_agent": session.client.user_agent,

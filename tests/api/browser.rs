@@ -4,7 +4,7 @@
 //! README's snippet among them), then runs `node --test tests/browser/`; screenshots of every
 //! state land in `target/browser-screenshots/`.
 
-use crate::helpers::{Backend, settings, spawn_app_with};
+use crate::helpers::{Backend, run_node_tests, settings, spawn_app_with};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -127,26 +127,15 @@ async fn the_pc_side_works_in_chromium() {
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let dir = browser_dir();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["--test", "--test-concurrency=1"])
-            .arg(dir.join("pc_side.test.mjs"))
-            .env("RELAY", &relay)
-            .env("SITE", &site)
-            .env("WECHAT", format!("{relay}/sandbox/wechat"))
-            .env("CHROMIUM", chromium)
-            .env("SHOTS", shots)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "the browser tests failed:\n{report}");
-    assert!(report.contains("# fail 0"), "{report}");
+    run_node_tests(
+        &browser_dir().join("pc_side.test.mjs"),
+        &[
+            ("RELAY", relay.clone()),
+            ("SITE", site),
+            ("WECHAT", format!("{relay}/sandbox/wechat")),
+            ("CHROMIUM", chromium),
+            ("SHOTS", shots.display().to_string()),
+        ],
+    )
+    .await;
 }

@@ -12,6 +12,7 @@ mod concurrency;
 mod helpers;
 mod id_tokens;
 mod login;
+mod miniprogram_page;
 mod multi_instance;
 mod pc_side;
 mod simulator;
