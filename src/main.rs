@@ -14,12 +14,14 @@ const USAGE: &str = "usage:
                         [--session-ttl SECS] [--allow-origin ORIGIN]... [--callback-url URL]...
                         [--admin-token TOKEN]
   qrlogin-relay wechat-sim [--listen ADDR]
-  qrlogin-relay serve --config FILE";
+  qrlogin-relay serve --config FILE
+  qrlogin-relay openapi                 (prints the API's OpenAPI 3.1 document)";
 
 enum Command {
     Sandbox(SandboxOptions),
     Simulator { listen: String },
     Serve { config: PathBuf },
+    OpenApi,
 }
 
 /// `--flag value` pairs by flag (a repeated flag keeps every value), refusing flags the
@@ -105,6 +107,10 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 config: config.into(),
             })
         }
+        "openapi" => {
+            Flags::parse(rest, &[])?;
+            Ok(Command::OpenApi)
+        }
         other => Err(format!("unknown command {other:?} (see --help)")),
     }
 }
@@ -124,6 +130,7 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Sandbox(options) => sandbox_settings(options),
         Command::Serve { config } => Settings::from_file(&config).map_err(|e| e.to_string())?,
+        Command::OpenApi => return Ok(()),
     };
     let sandbox = settings.mount_simulator;
     let listener = bind(&settings.listen)?;
@@ -138,7 +145,7 @@ async fn run(command: Command) -> Result<(), String> {
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
-#[allow(clippy::print_stdout)] // --help prints to stdout, as CLIs do
+#[allow(clippy::print_stdout)] // --help and openapi print to stdout, as CLIs do
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help" || a == "help") {
@@ -152,6 +159,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::OpenApi = command {
+        print!("{}", qrlogin_relay::openapi::document_text());
+        return ExitCode::SUCCESS;
+    }
     telemetry::init();
     let result = actix_web::rt::System::new().block_on(run(command));
     match result {

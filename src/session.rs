@@ -48,7 +48,7 @@ impl fmt::Display for SceneId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pending,
@@ -237,8 +237,9 @@ pub struct LoginSession {
 }
 
 /// What the PC browser sees (GET, long-poll, WebSocket frames).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BrowserView {
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9]{22}$")]
     pub id: SceneId,
     pub status: Status,
     pub expires_at: u64,
@@ -254,7 +255,7 @@ pub struct BrowserView {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScannedBy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nickname: Option<String>,

@@ -6,8 +6,8 @@ use crate::error::ApiError;
 use crate::session::{Identity, LoginPath, Ticket, unix_now};
 use crate::token;
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Launch scenes of a code picked from a chat or the album — a forwarded image, the QRLJacking
 /// pattern: 1048/1049 for sun codes, 1012/1013 for link QR codes. Refused unless the connection
@@ -20,12 +20,65 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/mp/cancel", web::post().to(cancel));
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/mp/scan`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ScanRequest {
+#[schema(example = json!({"scene": "4kTq2Xw9LmB7vN3pR8sY1z", "login_code": "0a3Xk1Ga1sGAbc0b5xIa1lP2pV3Xk1Gw", "launch_scene": 1047}))]
+pub(crate) struct ScanRequest {
+    /// The login session id, from the page's `scene` (or the last segment of `q`).
     scene: String,
+    /// What `wx.login` returned.
     login_code: String,
+    /// `wx.getEnterOptionsSync().scene`: how the code was opened (1047 camera scan, 1011 link
+    /// QR code; 1048/1049/1012/1013 are forwarded images and refused by default).
     launch_scene: Option<u32>,
+}
+
+/// The scan's answer: what the confirm screen shows.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "scan_token": "Jc8Rk2mQ7xT1vB9nW4pL6sD3fG5hY0aZ",
+    "session": {
+        "connection": "default",
+        "display_name": "Sandbox Mini Program",
+        "logo_url": "https://relay.example.com/v1/connections/default/logo",
+        "expires_at": 1795324369,
+        "expires_in": 97,
+        "client": {"ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", "browser": "Chrome 131 · Windows"}
+    }
+}))]
+pub(crate) struct ScanAnswer {
+    /// Proves later calls come from the person who scanned; keep it in memory only.
+    scan_token: String,
+    session: ScannedSession,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ScannedSession {
+    connection: String,
+    display_name: String,
+    logo_url: String,
+    /// Unix seconds.
+    expires_at: u64,
+    /// Seconds left, for a countdown that does not trust the phone's clock.
+    expires_in: u64,
+    client: RequestingClient,
+}
+
+/// The computer that started the login, so the person can notice one they did not start.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RequestingClient {
+    ip: String,
+    user_agent: String,
+    /// The user agent in words, e.g. "Chrome 131 · Windows".
+    browser: String,
+}
+
+/// The new status of a confirmed or cancelled login.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatusAnswer {
+    #[schema(example = "confirmed")]
+    status: crate::session::Status,
 }
 
 async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Result<HttpResponse, ApiError> {
@@ -80,29 +133,34 @@ async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Resul
         .await?;
     state.metrics.scans.inc();
     let session = &stored.session;
-    Ok(HttpResponse::Ok().json(json!({
-        "scan_token": scan_token,
-        "session": {
-            "connection": connection.identifier,
-            "display_name": connection.display_name,
-            "logo_url": format!("{}/v1/connections/{}/logo", state.public_base_url, connection.identifier),
-            "expires_at": session.expires_at,
-            // Seconds left, for a countdown that does not trust the phone's clock.
-            "expires_in": session.expires_at.saturating_sub(unix_now()),
-            "client": {
-                "ip": session.client.ip,
-                "user_agent": session.client.user_agent,
-                "browser": crate::user_agent::describe(&session.client.user_agent),
+    Ok(HttpResponse::Ok().json(ScanAnswer {
+        scan_token,
+        session: ScannedSession {
+            logo_url: format!(
+                "{}/v1/connections/{}/logo",
+                state.public_base_url, connection.identifier
+            ),
+            connection: connection.identifier.clone(),
+            display_name: connection.display_name.clone(),
+            expires_at: session.expires_at,
+            expires_in: session.expires_at.saturating_sub(unix_now()),
+            client: RequestingClient {
+                ip: session.client.ip.clone(),
+                browser: crate::user_agent::describe(&session.client.user_agent),
+                user_agent: session.client.user_agent.clone(),
             },
-        }
-    })))
+        },
+    }))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/mp/confirm`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConfirmRequest {
+#[schema(example = json!({"scene": "4kTq2Xw9LmB7vN3pR8sY1z", "scan_token": "Jc8Rk2mQ7xT1vB9nW4pL6sD3fG5hY0aZ", "phone_code": "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"}))]
+pub(crate) struct ConfirmRequest {
     scene: String,
     scan_token: String,
+    /// The getPhoneNumber button's `e.detail.code`.
     phone_code: String,
 }
 
@@ -153,12 +211,16 @@ async fn confirm(
         })
         .await?;
     state.metrics.confirmations.inc();
-    Ok(HttpResponse::Ok().json(json!({ "status": "confirmed" })))
+    Ok(HttpResponse::Ok().json(StatusAnswer {
+        status: crate::session::Status::Confirmed,
+    }))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/mp/cancel`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CancelRequest {
+#[schema(example = json!({"scene": "4kTq2Xw9LmB7vN3pR8sY1z", "scan_token": "Jc8Rk2mQ7xT1vB9nW4pL6sD3fG5hY0aZ"}))]
+pub(crate) struct CancelRequest {
     scene: String,
     scan_token: String,
 }
@@ -173,5 +235,7 @@ async fn cancel(
         .update(&id, |s| s.cancel_by_scanner(&body.scan_token, unix_now()))
         .await?;
     state.metrics.cancellations.inc();
-    Ok(HttpResponse::Ok().json(json!({ "status": "cancelled" })))
+    Ok(HttpResponse::Ok().json(StatusAnswer {
+        status: crate::session::Status::Cancelled,
+    }))
 }

@@ -6,8 +6,7 @@ use crate::error::ApiError;
 use crate::session::{LoginSession, Status, unix_now};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The longest a long-poll waits.
@@ -20,10 +19,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/login-sessions/{id}/code", web::get().to(code));
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /v1/login-sessions` (the body may be empty).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
+pub(crate) struct CreateRequest {
+    /// The connection's identifier; the default connection when absent.
     connection: Option<String>,
+}
+
+/// A started login session, for the page that waits on it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedSession {
+    #[schema(value_type = String)]
+    id: crate::session::SceneId,
+    /// The page's secret: send it as `Authorization: Bearer` and as the socket's first message.
+    secret: String,
+    status: Status,
+    connection: String,
+    expires_at: u64,
+    expires_in: u64,
+    ws_url: String,
+    /// The branded code (mini-program connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code_url: Option<String>,
+    /// Where to POST for WeChat's website login page (website connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    website_url: Option<String>,
 }
 
 async fn create(
@@ -47,21 +68,21 @@ async fn create(
 
     let base = &state.public_base_url;
     let ws_base = base.replacen("http", "ws", 1);
-    let mut body = json!({
-        "id": id,
-        "secret": secret,
-        "status": Status::Pending,
-        "connection": connection.identifier,
-        "expires_at": session.expires_at,
-        "expires_in": ttl,
-        "ws_url": format!("{ws_base}/v1/login-sessions/{id}/ws"),
-    });
-    if png.is_some() {
-        body["code_url"] = json!(format!("{base}/v1/login-sessions/{id}/code"));
-    } else {
-        // The page POSTs here with its secret for WeChat's page (or iframe) address.
-        body["website_url"] = json!(format!("{base}/v1/login-sessions/{id}/website"));
-    }
+    let body = CreatedSession {
+        ws_url: format!("{ws_base}/v1/login-sessions/{id}/ws"),
+        code_url: png
+            .is_some()
+            .then(|| format!("{base}/v1/login-sessions/{id}/code")),
+        website_url: png
+            .is_none()
+            .then(|| format!("{base}/v1/login-sessions/{id}/website")),
+        id,
+        secret,
+        status: Status::Pending,
+        connection: connection.identifier.clone(),
+        expires_at: session.expires_at,
+        expires_in: ttl,
+    };
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(body))

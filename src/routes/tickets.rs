@@ -13,9 +13,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/tickets/redeem", web::post().to(redeem));
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/tickets/redeem`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RedeemRequest {
+pub(crate) struct RedeemRequest {
     ticket: String,
 }
 

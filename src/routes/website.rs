@@ -61,9 +61,9 @@ fn callback_url(connection: &Connection) -> Result<&str, ApiError> {
     }
 }
 
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum Mode {
+pub(crate) enum Mode {
     /// The browser goes to WeChat's page and comes back to the callback.
     #[default]
     Redirect,
@@ -71,9 +71,10 @@ enum Mode {
     Embed,
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /v1/login-sessions/{id}/website` (the body may be empty).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartRequest {
+pub(crate) struct StartRequest {
     #[serde(default)]
     mode: Mode,
     /// Where the callback sends the browser back to (redirect mode): the hosted page.
@@ -171,9 +172,10 @@ async fn start(
         .json(body))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/login-sessions/{id}/website/complete`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CompleteRequest {
+pub(crate) struct CompleteRequest {
     completion: String,
 }
 

@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod codes;
 mod concurrency;
+mod contract;
 mod helpers;
 mod id_tokens;
 mod login;

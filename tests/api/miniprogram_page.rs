@@ -17,7 +17,10 @@ async fn the_reference_mini_program_logs_people_in() {
     let relay = spawn_app_with(settings).await.base;
     run_node_tests(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/miniprogram/login_page.test.mjs"),
-        &[("RELAY", relay.clone()), ("WECHAT", format!("{relay}/sandbox/wechat"))],
+        &[
+            ("RELAY", relay.clone()),
+            ("WECHAT", format!("{relay}/sandbox/wechat")),
+        ],
     )
     .await;
 }
