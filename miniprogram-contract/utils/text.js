@@ -64,6 +64,9 @@ const STRINGS = {
   },
 }
 
+// A request this page should never send: the build is broken.
+const PAGE_BUG = { zh: '小程序版本有问题，请更新后重试。', en: 'This version of the mini-program has a problem. Update it and try again.' }
+
 // Each error code: what it means to the person, and whether trying again can help.
 const ERRORS = {
   network: { retry: true, zh: '网络不可用，请检查网络后重试。', en: 'No network connection. Check it and try again.' },
@@ -86,6 +89,16 @@ const ERRORS = {
   forwarded_scan_refused: { zh: '请直接扫描电脑屏幕上的码，不要使用转发或保存的图片。', en: 'Scan the code on the computer’s screen, not a forwarded or saved picture.' },
   launch_scene_required: { zh: '请用微信“扫一扫”直接扫描电脑屏幕上的码。', en: 'Use WeChat’s Scan on the code on the computer’s screen.' },
   wrong_login_path: { zh: '这个码需要在网页上用微信扫码登录，不能用小程序确认。', en: 'This code is for WeChat’s website login, not this mini-program.' },
+  not_scanned: { retry: true, zh: '请重新扫码。', en: 'Scan the code again.' },
+  signing_unavailable: { retry: true, zh: '登录服务暂时不可用，请稍后重试。', en: 'The login service is briefly unavailable. Try again in a moment.' },
+  wechat_bad_response: { retry: true, zh: '微信返回了异常结果，请重试。', en: 'WeChat gave an unexpected answer. Try again.' },
+  wechat_rejected: { zh: '这个小程序在登录服务中的配置有误，请联系网站。', en: 'This mini-program is misconfigured in the login service. Contact the website.' },
+  connection_removed: { zh: '这个网站已停用微信登录。', en: 'This website no longer offers WeChat login.' },
+  already_redeemed: { zh: '这次登录已经完成了。', en: 'This login is already complete.' },
+  invalid_json: PAGE_BUG,
+  invalid_body: PAGE_BUG,
+  body_too_large: PAGE_BUG,
+  unsupported_media_type: PAGE_BUG,
   phone_quota: { zh: '这个小程序今天无法验证手机号，请联系网站。', en: 'This mini-program cannot verify phone numbers right now. Contact the website.' },
 }
 

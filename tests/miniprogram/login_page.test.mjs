@@ -302,3 +302,18 @@ test('the project files: every page in app.json exists, every binding has its ha
     assert.ok(entry.zh && entry.en, `both languages for ${code}`);
   }
 });
+
+test('every error code the relay documents for the mini-program has words in both languages', () => {
+  const spec = JSON.parse(fs.readFileSync(path.join(ROOT, 'openapi.json'), 'utf8'));
+  const codes = new Set();
+  for (const [route, item] of Object.entries(spec.paths)) {
+    if (!route.startsWith('/v1/mp/')) continue;
+    for (const response of Object.values(item.post.responses)) {
+      const schema = response.content?.['application/json']?.schema;
+      for (const part of schema?.allOf ?? []) part.properties?.error?.enum?.forEach((c) => codes.add(c));
+    }
+  }
+  assert.ok(codes.size > 20, `codes found: ${[...codes]}`);
+  const missing = [...codes].filter((c) => !text.ERRORS[c]);
+  assert.deepEqual(missing, [], 'codes without words in utils/text.js');
+});
