@@ -127,13 +127,28 @@ fn schemas() -> Value {
             }
         }),
     );
-    schemas.into_iter().collect::<Map<_, _>>().into()
+    Value::Object(schemas)
 }
 
 /// `T`'s schema and the schemas it refers to.
 fn collect<T: ToSchema>(into: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
     into.push((T::name().into_owned(), T::schema()));
     T::schemas(into);
+}
+
+/// A schema: a component (by name) or inline.
+struct Schema(Value);
+
+impl From<&str> for Schema {
+    fn from(name: &str) -> Self {
+        Self(schema_ref(name))
+    }
+}
+
+impl From<Value> for Schema {
+    fn from(inline: Value) -> Self {
+        Self(inline)
+    }
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -183,8 +198,9 @@ impl Op {
         )
     }
 
-    fn json_body(mut self, schema: &str, required: bool, example: Option<Value>) -> Self {
-        let mut content = json!({ "schema": schema_ref(schema) });
+    /// A JSON request body: `schema` is a component's name or an inline schema.
+    fn json_body(mut self, schema: impl Into<Schema>, required: bool, example: Option<Value>) -> Self {
+        let mut content = json!({ "schema": schema.into().0 });
         if let Some(example) = example {
             content["example"] = example;
         }
@@ -193,6 +209,20 @@ impl Op {
             "content": { "application/json": content }
         });
         self.errors.extend_from_slice(BODY);
+        self
+    }
+
+    fn raw_body(mut self, types: &[&str]) -> Self {
+        let content: Map<String, Value> = types
+            .iter()
+            .map(|t| {
+                (
+                    (*t).to_owned(),
+                    json!({ "schema": { "type": "string", "contentMediaType": t } }),
+                )
+            })
+            .collect();
+        self.value["requestBody"] = json!({ "required": true, "content": content });
         self
     }
 
@@ -734,7 +764,7 @@ fn admin_operations(add: &mut Add<'_>) {
         "/v1/admin/connections",
         "post",
         admin(op("admin", "createConnection", "Create a connection (and its first backend credential)"))
-            .json_body_free(&connection_schema)
+            .json_body(connection_schema.clone(), true, None)
             .ok_json(
                 201,
                 "The connection and its first credential (the secret is shown once)",
@@ -760,7 +790,7 @@ fn admin_operations(add: &mut Add<'_>) {
             "updateConnection",
             "Change some of a connection's settings (JSON merge)",
         )))
-        .json_body_free(&connection_schema)
+        .json_body(connection_schema.clone(), true, None)
         .ok_json(200, "The connection", connection_schema.clone(), None)
         .errors(edits)
         .done(),
@@ -850,33 +880,6 @@ fn admin_operations(add: &mut Add<'_>) {
 
 fn admin(op: Op) -> Op {
     op.security("operatorToken").errors(OPERATOR).errors(STORE)
-}
-
-impl Op {
-    fn json_body_free(mut self, schema: &Value) -> Self {
-        self.value["requestBody"] =
-            json!({ "required": true, "content": { "application/json": { "schema": schema } } });
-        self.errors.extend_from_slice(&[
-            (400, "invalid_json"),
-            (413, "body_too_large"),
-            (415, "unsupported_media_type"),
-        ]);
-        self
-    }
-
-    fn raw_body(mut self, types: &[&str]) -> Self {
-        let content: Map<String, Value> = types
-            .iter()
-            .map(|t| {
-                (
-                    (*t).to_owned(),
-                    json!({ "schema": { "type": "string", "contentMediaType": t } }),
-                )
-            })
-            .collect();
-        self.value["requestBody"] = json!({ "required": true, "content": content });
-        self
-    }
 }
 
 fn ops_operations(add: &mut Add<'_>) {
