@@ -243,6 +243,13 @@ impl Op {
         self.respond(status, json!({ "description": description, "content": page }))
     }
 
+    /// An OpenAPI link: what `status`'s body gives another operation (Schemathesis follows them).
+    fn link(mut self, status: u16, operation: &str, parameters: Value) -> Self {
+        self.value["responses"][status.to_string()]["links"][operation] =
+            json!({ "operationId": operation, "parameters": parameters });
+        self
+    }
+
     fn respond(mut self, status: u16, response: Value) -> Self {
         self.value["responses"][status.to_string()] = response;
         self
@@ -296,6 +303,9 @@ fn pc_operations(add: &mut Add<'_>) {
             .describe("Answers the page's secret, the socket's address and the code's (or WeChat's website page's).")
             .json_body("CreateRequest", false, Some(json!({ "connection": "default" })))
             .ok_json(201, "The session", schema_ref("CreatedSession"), None)
+            .link(201, "readLoginSession", json!({ "id": "$response.body#/id" }))
+            .link(201, "loginSessionCode", json!({ "id": "$response.body#/id" }))
+            .link(201, "loginSessionSocket", json!({ "id": "$response.body#/id" }))
             .errors(&[(403, "origin_not_allowed"), (404, "unknown_connection"), (429, "rate_limited")])
             .errors(WECHAT)
             .errors(STORE)
@@ -734,6 +744,8 @@ fn hosted_operations(add: &mut Add<'_>) {
 }
 
 fn admin_operations(add: &mut Add<'_>) {
+    // What a created connection gives the operations on it.
+    let created = json!({ "id": "$response.body#/connection/identifier" });
     let connection_schema = json!({
         "type": "object",
         "description": "A connection's settings as in the configuration file (see the README); secrets are write-only and never answered."
@@ -771,6 +783,12 @@ fn admin_operations(add: &mut Add<'_>) {
                 json!({ "type": "object", "properties": { "connection": connection_schema, "credential": { "type": "object" } } }),
                 None,
             )
+            .link(201, "readConnection", created.clone())
+            .link(201, "updateConnection", created.clone())
+            .link(201, "listCredentials", created.clone())
+            .link(201, "issueCredential", created.clone())
+            .link(201, "uploadLogo", created.clone())
+            .link(201, "deleteConnection", created)
             .errors(edits)
             .done(),
     );
