@@ -130,7 +130,7 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Sandbox(options) => sandbox_settings(options),
         Command::Serve { config } => Settings::from_file(&config).map_err(|e| e.to_string())?,
-        Command::OpenApi => return Ok(()),
+        Command::OpenApi => return Ok(()), // printed by main, without a runtime
     };
     let sandbox = settings.mount_simulator;
     let listener = bind(&settings.listen)?;
