@@ -32,8 +32,10 @@ pub const SANDBOX_WEBSITE_APPID: &str = "wxa5d0b0c0ffee0002";
 pub const SANDBOX_WEBSITE_APP_SECRET: &str = "5a4db0c0ffee0002sandbox0secret00";
 /// The Open Platform account the sandbox apps are bound to (so they get unionids).
 const SANDBOX_OPEN_ACCOUNT: &str = "sandbox-open-platform";
+/// The page the sandbox's codes open: the reference mini-program's login page.
+pub const SANDBOX_LOGIN_PAGE: &str = "pages/login/login";
 /// The published pages of the sandbox mini-program (`miniprogram-contract/`'s app.json).
-pub const SANDBOX_PAGES: [&str; 2] = ["pages/login/login", "pages/index/index"];
+pub const SANDBOX_PAGES: [&str; 2] = ["pages/index/index", SANDBOX_LOGIN_PAGE];
 
 const CODE_TTL_SECS: u64 = 300;
 /// Website-login codes last ten minutes.

@@ -1,7 +1,7 @@
 //! The sandbox: the relay configured for the built-in simulator's mini-program.
 
 use super::{
-    SANDBOX_APP_SECRET, SANDBOX_APPID, SANDBOX_PAGES, SANDBOX_WEBSITE_APP_SECRET, SANDBOX_WEBSITE_APPID,
+    SANDBOX_APP_SECRET, SANDBOX_APPID, SANDBOX_LOGIN_PAGE, SANDBOX_WEBSITE_APP_SECRET, SANDBOX_WEBSITE_APPID,
 };
 use crate::config::{CodeType, ConnectionKind, ConnectionSettings, Secret, Settings};
 
@@ -68,7 +68,7 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         backend_secret: Some(Secret::new(backend_secret)),
         backend_secret_file: None,
         logo: None,
-        page: Some(SANDBOX_PAGES[0].into()),
+        page: Some(SANDBOX_LOGIN_PAGE.into()),
         env_version: "release".into(),
         check_path: true,
         code_width: 430,
