@@ -434,14 +434,22 @@
         if (this.options.onSuccess) this.options.onSuccess({ ticket: view.ticket });
         break;
       case 'cancelled':
+      case 'denied':
+        // The phone said no: a page that must report it (the OIDC face) leaves now.
+        if (this.options.onRefused) {
+          this.finished = true;
+          this.options.onRefused(view.status);
+          break;
+        }
+        if (view.status === 'denied') {
+          this.end('denied', fill(t.denied, { reason: view.reason || '' }), t.retry);
+          break;
+        }
         this.end('cancelled', view.error === 'authorization_denied' ? t.declined
           : view.error ? fill(t.failed, { message: this.describe({ code: view.error, message: view.error }) }) : t.cancelled, t.retry);
         break;
       case 'expired':
         this.expire();
-        break;
-      case 'denied':
-        this.end('denied', fill(t.denied, { reason: view.reason || '' }), t.retry);
         break;
       default:
         this.end('failed', fill(t.failed, { message: view.status }), t.retry);
@@ -625,7 +633,13 @@
           expires_in: Math.max(0, Math.round((session.deadline - Date.now()) / 1000))
         }));
       },
-      onSuccess: deliver
+      onSuccess: deliver,
+      onRefused: config.refusal_to_redirect ? function () {
+        var url = new URL(config.redirect_uri);
+        url.searchParams.set('error', 'access_denied');
+        url.searchParams.set('state', config.state);
+        global.location.replace(url.toString());
+      } : null
     });
   }
 

@@ -148,6 +148,10 @@ pub struct ConnectionSettings {
     /// and an `allow` without a `user_id` counts as a broken answer.
     #[serde(default)]
     pub login_only: bool,
+    /// As an OpenID Connect client: public (a browser or native app with no secret, which must
+    /// use PKCE and authenticates with `none`) rather than confidential (a backend credential).
+    #[serde(default)]
+    pub public_client: bool,
     /// `sun` (WeChat's mini-program code) or `link` (a standard QR code of `link_prefix` + id,
     /// opened by WeChat's "scan ordinary QR codes to open the mini-program" rule).
     #[serde(default)]
@@ -279,6 +283,7 @@ pub struct Connection {
     pub allow_missing_launch_scene: bool,
     pub account_hook: Option<AccountHook>,
     pub login_only: bool,
+    pub public_client: bool,
     pub code: CodeSettings,
 }
 
@@ -667,6 +672,7 @@ impl ConnectionSettings {
             companion: self.companion.clone(),
             account_hook,
             login_only: self.login_only,
+            public_client: self.public_client,
             allow_forwarded_scans: self.allow_forwarded_scans,
             allow_missing_launch_scene: self.allow_missing_launch_scene,
             code,

@@ -21,6 +21,10 @@ pub struct IdTokenClaims<'a> {
     /// When the person confirmed the login.
     pub auth_time: u64,
     pub now: u64,
+    /// The OIDC client's `nonce`, echoed.
+    pub nonce: Option<&'a str>,
+    /// The access token issued beside it (its `at_hash` goes in).
+    pub access_token: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -43,6 +47,19 @@ struct Claims<'a> {
     nickname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     picture: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at_hash: Option<String>,
+}
+
+/// Who the person is to this connection: the tenant's own user id when its account hook named
+/// one, else the pairwise subject.
+pub fn subject(salt: &str, connection: &str, identity: &Identity) -> String {
+    identity
+        .user_id
+        .clone()
+        .unwrap_or_else(|| pairwise_subject(salt, connection, identity))
 }
 
 /// The `sub` of a person the account hook did not name: stable for one person at one connection and differs between
@@ -62,11 +79,7 @@ pub fn sign(claims: &IdTokenClaims<'_>, keys: &SigningKeys) -> Result<String, js
     let body = Claims {
         iss: claims.issuer,
         aud: claims.connection,
-        // The tenant's own user id when its account hook named one.
-        sub: identity
-            .user_id
-            .clone()
-            .unwrap_or_else(|| pairwise_subject(&keys.pairwise_salt, claims.connection, identity)),
+        sub: subject(&keys.pairwise_salt, claims.connection, identity),
         openid: &identity.openid,
         unionid: identity.unionid.as_deref(),
         phone_number: identity.phone.as_ref().map(|p| p.phone_number.as_str()),
@@ -81,6 +94,8 @@ pub fn sign(claims: &IdTokenClaims<'_>, keys: &SigningKeys) -> Result<String, js
         jti: token::random_base62(22),
         nickname: identity.nickname.as_deref(),
         picture: identity.avatar_url.as_deref(),
+        nonce: claims.nonce,
+        at_hash: claims.access_token.map(crate::oidc::at_hash),
     };
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(keys.kid.clone());

@@ -13,6 +13,7 @@ pub mod id_token;
 pub mod limits;
 pub mod markup;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
 pub mod pool;
 pub mod push;

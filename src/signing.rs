@@ -273,6 +273,8 @@ mod tests {
             identity: &person,
             auth_time: now,
             now,
+            nonce: None,
+            access_token: None,
         };
         let fresh = sign(&at(unix_now()), &keys).unwrap();
         let claims = verify(&fresh, &keys).unwrap();

@@ -48,7 +48,7 @@ async fn widget_css() -> HttpResponse {
 }
 
 /// The page's language: `lang` when it names one we speak, else the browser's first choice.
-fn language(asked: Option<&str>, req: &HttpRequest) -> &'static str {
+pub(crate) fn language(asked: Option<&str>, req: &HttpRequest) -> &'static str {
     match asked {
         Some("zh-CN") => "zh-CN",
         Some("en") => "en",
@@ -66,13 +66,13 @@ fn language(asked: Option<&str>, req: &HttpRequest) -> &'static str {
 }
 
 /// A hosted-page request that cannot be served: said on a page, never redirected anywhere.
-struct PageError {
+pub(crate) struct PageError {
     status: StatusCode,
     message: &'static str,
 }
 
 impl PageError {
-    fn bad(message: &'static str) -> Self {
+    pub(crate) fn bad(message: &'static str) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             message,
@@ -123,17 +123,49 @@ fn render_login(
     if login_state.len() > MAX_STATE_LEN {
         return Err(PageError::bad("state is longer than 512 characters."));
     }
+    Ok(render(
+        state,
+        req,
+        &HostedLogin {
+            connection: &connection,
+            redirect_uri,
+            state: login_state,
+            mode,
+            response_mode,
+            lang,
+            refusal_to_redirect: false,
+        },
+    ))
+}
+
+/// What the hosted page is asked to do.
+pub(crate) struct HostedLogin<'a> {
+    pub connection: &'a Connection,
+    /// Where the ticket goes (a registered callback URL, or the relay's own OIDC finish).
+    pub redirect_uri: &'a str,
+    pub state: &'a str,
+    pub mode: &'a str,
+    pub response_mode: &'a str,
+    pub lang: &'a str,
+    /// A refusal on the phone (cancel, account hook deny) sends the browser to `redirect_uri`
+    /// with `error=access_denied` instead of offering a new code (the OIDC face).
+    pub refusal_to_redirect: bool,
+}
+
+/// The hosted login page.
+pub(crate) fn render(state: &AppState, req: &HttpRequest, page: &HostedLogin<'_>) -> HttpResponse {
     let config = json!({
-        "connection": connection.identifier,
-        "redirect_uri": redirect_uri,
-        "state": login_state,
-        "mode": mode,
-        "response_mode": response_mode,
-        "lang": lang,
+        "connection": page.connection.identifier,
+        "redirect_uri": page.redirect_uri,
+        "state": page.state,
+        "mode": page.mode,
+        "response_mode": page.response_mode,
+        "lang": page.lang,
+        "refusal_to_redirect": page.refusal_to_redirect,
     });
     let body = LOGIN_PAGE
-        .replace("{{lang}}", lang)
-        .replace("{{title}}", &escape_html(&connection.display_name))
+        .replace("{{lang}}", page.lang)
+        .replace("{{title}}", &escape_html(&page.connection.display_name))
         // A JSON data block: `<` escaped so no value can close the element.
         .replace("{{config}}", &config.to_string().replace('<', "\\u003c"));
     let host = req
@@ -142,20 +174,20 @@ fn render_login(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let wechat = origin_of(&state.wechat_open_base).unwrap_or("'none'");
-    let form_target = origin_of(redirect_uri).unwrap_or("'none'");
+    let form_target = origin_of(page.redirect_uri).unwrap_or("'none'");
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
          connect-src 'self' ws://{host} wss://{host}; frame-src 'self' {wechat}; form-action {form_target}; \
          frame-ancestors {}; base-uri 'none'",
-        frame_ancestors(&connection)
+        frame_ancestors(page.connection)
     );
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, csp))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(body))
+        .body(body)
 }
 
 /// Pages of the connection's allowed origins may frame the hosted page; nobody else may.
@@ -166,7 +198,7 @@ fn frame_ancestors(connection: &Connection) -> String {
         .join(" ")
 }
 
-fn error_page(e: PageError, lang: &str) -> HttpResponse {
+pub(crate) fn error_page(e: PageError, lang: &str) -> HttpResponse {
     let (title, hint) = if lang == "zh-CN" {
         ("无法打开登录页", "请返回原网站重新发起登录。")
     } else {

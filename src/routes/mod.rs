@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cors;
 pub mod hosted;
 pub mod miniprogram;
+pub mod oidc;
 pub mod ops;
 pub mod pc;
 pub mod phone_page;
@@ -186,6 +187,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     miniprogram::configure(cfg);
     tickets::configure(cfg);
     admin::configure(cfg);
+    oidc::configure(cfg);
     ops::configure(cfg);
 }
 

@@ -49,6 +49,8 @@ async fn redeem(
         identity: &identity,
         auth_time: stored.session.finished_at.unwrap_or(now),
         now,
+        nonce: None,
+        access_token: None,
     };
     let id_token = id_token::sign(&claims, &keys).map_err(|e| {
         tracing::error!(error = %e, "cannot sign an ID token");

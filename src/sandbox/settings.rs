@@ -80,6 +80,7 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         allow_missing_launch_scene: false,
         account_hook: None,
         login_only: false,
+        public_client: false,
         code_type: CodeType::Sun,
         link_prefix: None,
         disc_ratio: crate::codes::DEFAULT_DISC_RATIO,

@@ -1,8 +1,9 @@
 //! The PC side as people use it: the hosted page, the popup and `qrlogin.js` on another
 //! origin, driven in headless Chromium (Debian's `chromium`) by `playwright-core` from Node.
 //! This test starts a relay and a second local origin serving `tests/browser/site/` (the
-//! README's snippet among them), then runs `node --test tests/browser/`; screenshots of every
-//! state land in `target/browser-screenshots/`.
+//! README's snippet among them), then runs the Node tests of `tests/browser/` (the PC side, and
+//! the OIDC face through openid-client); screenshots of every state land in
+//! `target/browser-screenshots/`.
 
 use crate::helpers::{Backend, run_node_tests, settings, spawn_app_with};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -31,7 +32,10 @@ fn prepare() -> String {
         "node is not installed: apt-get install nodejs npm"
     );
     let dir = browser_dir();
-    if !dir.join("node_modules/playwright-core").exists() {
+    let installed = ["playwright-core", "openid-client"]
+        .iter()
+        .all(|package| dir.join("node_modules").join(package).exists());
+    if !installed {
         let installed = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)
@@ -122,20 +126,24 @@ async fn the_pc_side_works_in_chromium() {
         secret_file: None,
     });
     settings.connections.push(members);
+    // A public OIDC client (a single-page app): PKCE, no secret.
+    let mut spa = settings.connections[0].clone();
+    spa.identifier = "spa".into();
+    spa.companion = None;
+    spa.public_client = true;
+    settings.connections.push(spa);
     let relay = spawn_app_with(settings).await.base;
     relay_address.set(relay.clone()).unwrap();
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    run_node_tests(
-        &browser_dir().join("pc_side.test.mjs"),
-        &[
-            ("RELAY", relay.clone()),
-            ("SITE", site),
-            ("WECHAT", format!("{relay}/sandbox/wechat")),
-            ("CHROMIUM", chromium),
-            ("SHOTS", shots.display().to_string()),
-        ],
-    )
-    .await;
+    let env = [
+        ("RELAY", relay.clone()),
+        ("SITE", site),
+        ("WECHAT", format!("{relay}/sandbox/wechat")),
+        ("CHROMIUM", chromium),
+        ("SHOTS", shots.display().to_string()),
+    ];
+    run_node_tests(&browser_dir().join("pc_side.test.mjs"), &env).await;
+    run_node_tests(&browser_dir().join("oidc.test.mjs"), &env).await;
 }

@@ -3,84 +3,29 @@
 // Started by tests/api/browser.rs, which sets these variables; screenshots go to SHOTS.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
+import { launch, freshPage, call, mint, scanAs, confirm, redeem, nextSession, isCreate } from './relay.mjs';
 
-const { RELAY, SITE, WECHAT, CHROMIUM, SHOTS } = process.env;
+const { RELAY, SITE, SHOTS } = process.env;
 // The same test site under another name: an origin the relay does not know.
 const STRANGER = SITE.replace('127.0.0.1', 'localhost');
 const CALLBACK = `${SITE}/callback.html`;
 
 let browser;
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launch();
 });
 after(() => browser.close());
 
-/** A new browser (its own cookies and storage) with one page; fails the test on script errors
- * and Content-Security-Policy violations. */
-async function fresh(t, options = {}) {
-  const context = await browser.newContext({ viewport: { width: 760, height: 640 }, ...options });
-  const page = await context.newPage();
-  const problems = [];
-  context.on('weberror', (e) => problems.push(String(e.error())));
-  context.on('console', (m) => {
-    if (m.type() === 'error' && /Content Security Policy|Refused to/.test(m.text())) problems.push(m.text());
-  });
-  t.after(async () => {
-    await context.close();
-    assert.deepEqual(problems, [], 'no script errors or CSP violations');
-  });
-  return { context, page };
-}
-
-async function call(method, url, body, headers = {}) {
-  const response = await fetch(url, {
-    method,
-    headers: { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: response.status, body: await response.json() };
-}
-
-async function mint(kind, body) {
-  return (await call('POST', `${WECHAT}/_sim/${kind}`, body)).body.code;
-}
-
-/** The phone: scan the session's code as `user`, then confirm or cancel. */
+const fresh = (t, options) => freshPage(browser, t, options);
 let lastScan = null;
 
 async function scan(session, user) {
-  const answer = await call('POST', `${RELAY}/v1/mp/scan`,
-    { scene: session.id, login_code: await mint('login-code', { user }), launch_scene: 1047 });
-  assert.equal(answer.status, 200, JSON.stringify(answer.body));
-  lastScan = answer.body;
-  return answer.body.scan_token;
-}
-
-async function confirm(session, scanToken, user) {
-  const phone_code = await mint('phone-code', { user, phone: '13800138000' });
-  const answer = await call('POST', `${RELAY}/v1/mp/confirm`, { scene: session.id, scan_token: scanToken, phone_code });
-  assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  lastScan = await scanAs(session, user);
+  return lastScan.scan_token;
 }
 
 async function logIn(session, user) {
   await confirm(session, await scan(session, user), user);
-}
-
-/** The website backend redeems a ticket. */
-async function redeem(ticket) {
-  return call('POST', `${RELAY}/v1/tickets/redeem`, { ticket }, { authorization: 'Bearer sandbox' });
-}
-
-const isCreate = (response) => response.url() === `${RELAY}/v1/login-sessions` && response.request().method() === 'POST';
-
-/** The next login session any page of the context starts (the create response). */
-function nextSession(context) {
-  return context.waitForEvent('response', { predicate: isCreate }).then((r) => r.json());
 }
 
 async function shot(page, name) {
