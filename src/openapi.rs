@@ -60,6 +60,7 @@ pub fn document() -> Value {
     backend_operations(&mut add);
     hosted_operations(&mut add);
     admin_operations(&mut add);
+    oidc_operations(&mut add);
     ops_operations(&mut add);
     json!({
         "openapi": "3.1.0",
@@ -77,6 +78,7 @@ pub fn document() -> Value {
             { "name": "backend", "description": "The website's backend." },
             { "name": "hosted", "description": "The relay's hosted login page and widget." },
             { "name": "admin", "description": "The operator's runtime administration." },
+            { "name": "oidc", "description": "The OpenID Connect provider (authorization code flow): each connection is a client." },
             { "name": "ops", "description": "Health and metrics." }
         ],
         "paths": paths,
@@ -85,7 +87,8 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "sessionSecret": { "type": "http", "scheme": "bearer", "description": "The login session's `secret`, as created." },
                 "backendCredential": { "type": "http", "scheme": "bearer", "description": "One of the connection's backend credentials." },
-                "operatorToken": { "type": "http", "scheme": "bearer", "description": "The operator token (`admin_token`)." }
+                "operatorToken": { "type": "http", "scheme": "bearer", "description": "The operator token (`admin_token`)." },
+                "accessToken": { "type": "http", "scheme": "bearer", "description": "An access token from /oauth2/token." }
             }
         }
     })
@@ -171,6 +174,11 @@ fn op(tag: &str, id: &str, summary: &str) -> Op {
 impl Op {
     fn describe(mut self, text: &str) -> Self {
         self.value["description"] = json!(text);
+        self
+    }
+
+    fn value_mut(mut self, edit: impl FnOnce(&mut Value)) -> Self {
+        edit(&mut self.value);
         self
     }
 
@@ -898,6 +906,143 @@ fn admin_operations(add: &mut Add<'_>) {
 
 fn admin(op: Op) -> Op {
     op.security("operatorToken").errors(OPERATOR).errors(STORE)
+}
+
+/// An RFC 6749 §5.2 error body with its `error` values.
+fn oauth_error(description: &str, errors: &[&str]) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": { "type": "string", "enum": errors },
+                "error_description": { "type": "string" }
+            }
+        } } }
+    })
+}
+
+fn oidc_operations(add: &mut Add<'_>) {
+    let query = |op: Op, names: &[&str]| {
+        names.iter().fold(op, |op, name| {
+            op.param(
+                name,
+                "query",
+                false,
+                json!({ "type": "string" }),
+                "See OpenID Connect Core 3.1.2.1.",
+            )
+        })
+    };
+    add(
+        "/.well-known/openid-configuration",
+        "get",
+        op("oidc", "openidConfiguration", "OpenID Provider metadata (Discovery 1.0)")
+            .ok_json(200, "The metadata", json!({ "type": "object", "required": ["issuer", "authorization_endpoint", "token_endpoint", "jwks_uri"] }), None)
+            .done(),
+    );
+    add(
+        "/oauth2/authorize",
+        "get",
+        query(
+            op(
+                "oidc",
+                "authorize",
+                "Authorization endpoint: the hosted login page for the client",
+            )
+            .describe(
+                "An unknown `client_id` or unregistered `redirect_uri` gets an error page, never a \
+                     redirect. Later errors go back to the client as RFC 6749 error parameters \
+                     (`invalid_request`, `unsupported_response_type`, `invalid_scope`, …). `prompt`, \
+                     `max_age` and `login_hint` are accepted without effect.",
+            ),
+            &[
+                "client_id",
+                "redirect_uri",
+                "response_type",
+                "scope",
+                "state",
+                "nonce",
+                "code_challenge",
+                "code_challenge_method",
+                "response_mode",
+                "ui_locales",
+                "prompt",
+                "max_age",
+                "login_hint",
+            ],
+        )
+        .html(
+            200,
+            "The hosted login page (and the cookie binding the request to this browser)",
+        )
+        .respond(
+            302,
+            json!({ "description": "Back to the client with error parameters" }),
+        )
+        .html(400, "The client or redirect URI is not known: an error page")
+        .done(),
+    );
+    add(
+        "/oauth2/finish",
+        "get",
+        query(
+            op(
+                "oidc",
+                "finishAuthorization",
+                "Where the hosted page hands its ticket (or refusal) back, in the same browser",
+            ),
+            &["ticket", "state", "error"],
+        )
+        .respond(
+            302,
+            json!({ "description": "To the client with `code` (or `error`), `state` and `iss`" }),
+        )
+        .html(
+            200,
+            "form_post: a page that posts `code`, `state` and `iss` to the client",
+        )
+        .html(
+            400,
+            "The request is unknown, used, expired or from another browser: an error page",
+        )
+        .done(),
+    );
+    let tokens = json!({ "type": "object", "required": ["access_token", "token_type", "expires_in", "id_token"], "properties": {
+        "access_token": { "type": "string" }, "token_type": { "type": "string", "enum": ["Bearer"] },
+        "expires_in": { "type": "integer" }, "id_token": { "type": "string" }, "scope": { "type": "string" } } });
+    let form = json!({ "type": "object", "properties": {
+        "grant_type": { "type": "string" }, "code": { "type": "string" }, "redirect_uri": { "type": "string" },
+        "code_verifier": { "type": "string" }, "client_id": { "type": "string" }, "client_secret": { "type": "string" } } });
+    add(
+        "/oauth2/token",
+        "post",
+        op("oidc", "token", "Token endpoint: the code for an ID token and an access token")
+            .describe("Client authentication: `client_secret_basic`, `client_secret_post`, or `none` (public clients, with PKCE).")
+            .value_mut(|v| v["requestBody"] = json!({ "required": true, "content": { "application/x-www-form-urlencoded": { "schema": form } } }))
+            .ok_json(200, "The tokens", tokens, None)
+            .respond(400, oauth_error("The request or grant is not valid", &["invalid_request", "invalid_grant", "unsupported_grant_type"]))
+            .respond(401, oauth_error("Client authentication failed (`WWW-Authenticate: Basic`)", &["invalid_client"]))
+            .respond(503, oauth_error("Briefly unavailable", &["temporarily_unavailable"]))
+            .done(),
+    );
+    for method in ["get", "post"] {
+        add(
+            "/oauth2/userinfo",
+            method,
+            op("oidc", &format!("userinfo_{method}"), "UserInfo: the person's claims, by scope")
+                .security("accessToken")
+                .ok_json(200, "Claims: `sub`, `openid`, `unionid`; `phone_number(_verified)` with `phone`; `nickname`, `picture` with `profile`",
+                    json!({ "type": "object", "required": ["sub"], "properties": {
+                        "sub": { "type": "string" }, "openid": { "type": "string" }, "unionid": { "type": "string" },
+                        "phone_number": { "type": ["string", "null"] }, "phone_number_verified": { "type": "boolean" },
+                        "nickname": { "type": "string" }, "picture": { "type": "string" } } }), None)
+                .respond(401, oauth_error("No valid access token (`WWW-Authenticate: Bearer`)", &["invalid_request", "invalid_token"]))
+                .respond(503, oauth_error("Briefly unavailable", &["temporarily_unavailable"]))
+                .done(),
+        );
+    }
 }
 
 fn ops_operations(add: &mut Add<'_>) {
