@@ -15,6 +15,7 @@ mod id_tokens;
 mod login;
 mod miniprogram_page;
 mod multi_instance;
+mod oidc;
 mod pc_side;
 mod simulator;
 mod tenants;
