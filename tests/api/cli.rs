@@ -44,7 +44,8 @@ fn bad_flags_unreachable_redis_and_bad_configs_are_refused_in_one_line() {
     let dir = std::env::temp_dir().join(format!("qrlogin-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("bad.toml");
-    std::fs::write(&config, "[[connections]]\nidentifier = \"UPPER\"\ndisplay_name = \"x\"\nappid = \"wx0123456789abcdef\"\napp_secret = \"a\"\nbackend_secret = \"b\"\n").unwrap();
+    // Port 0: the refusal must not depend on 8080 being free.
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\n[[connections]]\nidentifier = \"UPPER\"\ndisplay_name = \"x\"\nappid = \"wx0123456789abcdef\"\napp_secret = \"a\"\nbackend_secret = \"b\"\n").unwrap();
     assert_one_line_refusal(
         relay(&["serve", "--config", config.to_str().unwrap()]),
         "identifier",
@@ -52,7 +53,7 @@ fn bad_flags_unreachable_redis_and_bad_configs_are_refused_in_one_line() {
     let logo = dir.join("logo.png");
     std::fs::write(&logo, b"not an image").unwrap();
     let bad_logo = format!(
-        "[[connections]]\nidentifier = \"shop\"\ndisplay_name = \"x\"\nappid = \"wx0123456789abcdef\"\napp_secret = \"a\"\nbackend_secret = \"b\"\nlogo = {:?}\n",
+        "listen = \"127.0.0.1:0\"\n[[connections]]\nidentifier = \"shop\"\ndisplay_name = \"x\"\nappid = \"wx0123456789abcdef\"\napp_secret = \"a\"\nbackend_secret = \"b\"\nlogo = {:?}\n",
         logo.to_str().unwrap()
     );
     std::fs::write(&config, bad_logo).unwrap();
