@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as client from 'openid-client';
-import { launch, freshPage, scanAs, confirm, cancel, nextSession } from './relay.mjs';
+import { launch, freshPage, call, mint, scanAs, confirm, cancel, nextSession } from './relay.mjs';
 
 const { RELAY, SITE, SHOTS } = process.env;
 const CALLBACK = `${SITE}/callback.html`;
@@ -51,7 +51,13 @@ async function signIn(t, config, params, { user = 'oidc-alice', phone = 'confirm
   if (shotName) await page.screenshot({ path: `${SHOTS}/${shotName}.png` });
   const scanned = await scanAs(session, user);
   if (phone === 'confirm') await confirm(session, scanned.scan_token, user);
-  else await cancel(session, scanned.scan_token);
+  else if (phone === 'cancel') await cancel(session, scanned.scan_token);
+  else {
+    // The connection's account hook refuses the person at confirm.
+    const phone_code = await mint('phone-code', { user, phone: '13800138000' });
+    const refused = await call('POST', `${RELAY}/v1/mp/confirm`, { scene: session.id, scan_token: scanned.scan_token, phone_code });
+    assert.equal(refused.body.error, 'account_denied');
+  }
   await page.waitForURL((url) => url.href.startsWith(CALLBACK));
   return page;
 }
@@ -136,6 +142,13 @@ test('a cancel on the phone comes back as access_denied', async (t) => {
   assert.equal(callback.searchParams.get('error'), 'access_denied');
   await assert.rejects(client.authorizationCodeGrant(config, callback, checks, undefined, insecure),
     (e) => e.error === 'access_denied');
+});
+
+test('an account-hook refusal comes back as access_denied', async (t) => {
+  const config = await configure('members');
+  const { params } = await authorizationRequest();
+  const page = await signIn(t, config, params, { user: 'oidc-stranger', phone: 'refused by the hook' });
+  assert.equal(new URL(page.url()).searchParams.get('error'), 'access_denied');
 });
 
 test('form_post mode posts the code, state and iss to the callback', async (t) => {
