@@ -104,7 +104,9 @@ fn render_login(
         .connection(get("connection"))
         .map_err(|_| PageError::bad("No connection has this identifier."))?;
     let redirect_uri = get("redirect_uri").ok_or(PageError::bad("redirect_uri is missing."))?;
-    if !connection.allows_callback(redirect_uri) {
+    // The relay's own OIDC finish: a refusal on the phone goes back there too (access_denied).
+    let oidc = redirect_uri == super::oidc::finish_url(state);
+    if !oidc && !connection.allows_callback(redirect_uri) {
         return Err(PageError::bad(
             "This redirect_uri is not registered for this connection; the login page sends nobody there.",
         ));
@@ -133,27 +135,27 @@ fn render_login(
             mode,
             response_mode,
             lang,
-            refusal_to_redirect: false,
+            refusal_to_redirect: oidc,
         },
     ))
 }
 
 /// What the hosted page is asked to do.
-pub(crate) struct HostedLogin<'a> {
-    pub connection: &'a Connection,
+struct HostedLogin<'a> {
+    connection: &'a Connection,
     /// Where the ticket goes (a registered callback URL, or the relay's own OIDC finish).
-    pub redirect_uri: &'a str,
-    pub state: &'a str,
-    pub mode: &'a str,
-    pub response_mode: &'a str,
-    pub lang: &'a str,
+    redirect_uri: &'a str,
+    state: &'a str,
+    mode: &'a str,
+    response_mode: &'a str,
+    lang: &'a str,
     /// A refusal on the phone (cancel, account hook deny) sends the browser to `redirect_uri`
     /// with `error=access_denied` instead of offering a new code (the OIDC face).
-    pub refusal_to_redirect: bool,
+    refusal_to_redirect: bool,
 }
 
 /// The hosted login page.
-pub(crate) fn render(state: &AppState, req: &HttpRequest, page: &HostedLogin<'_>) -> HttpResponse {
+fn render(state: &AppState, req: &HttpRequest, page: &HostedLogin<'_>) -> HttpResponse {
     let config = json!({
         "connection": page.connection.identifier,
         "redirect_uri": page.redirect_uri,

@@ -3,13 +3,13 @@
 //! `client_secret` = one of its backend credentials, `redirect_uris` = its callback URLs).
 //!
 //! `/oauth2/authorize` checks the client and redirect URI (an unknown one gets an error page,
-//! never a redirect), then shows the hosted page, which hands its ticket to `/oauth2/finish`
+//! never a redirect), then sends the browser to the hosted page, which hands its ticket to `/oauth2/finish`
 //! in the same browser (bound by a cookie); that turns the ticket into a single-use code for the
 //! client. `/oauth2/token` trades the code (client authentication, PKCE) for an ID token and an
 //! access token for `/oauth2/userinfo`.
 
 use super::AppState;
-use super::hosted::{self, HostedLogin, PageError};
+use super::hosted::{self, PageError};
 use crate::config::Connection;
 use crate::error::ApiError;
 use crate::id_token::{self, IdTokenClaims};
@@ -110,7 +110,7 @@ async fn authorize(state: web::Data<AppState>, req: HttpRequest, query: Query) -
         issuer: &state.public_base_url,
     };
     match check_request(&connection, &get) {
-        Ok(request) => start(&state, &req, &connection, request, &back, lang).await,
+        Ok(request) => start(&state, &connection, request, &back, lang).await,
         Err((error, description)) => back.error(error, description),
     }
 }
@@ -175,10 +175,9 @@ fn check_request<'a>(
     })
 }
 
-/// Stores the request, binds it to this browser and shows the hosted login page.
+/// Stores the request, binds it to this browser and sends it to the hosted login page.
 async fn start(
     state: &AppState,
-    req: &HttpRequest,
     connection: &Arc<Connection>,
     request: Checked,
     back: &Back<'_>,
@@ -210,19 +209,17 @@ async fn start(
             "The login service is briefly unavailable.",
         );
     }
-    let finish = format!("{}{FINISH_PATH}", state.public_base_url);
-    let mut page = hosted::render(
-        state,
-        req,
-        &HostedLogin {
-            connection,
-            redirect_uri: &finish,
-            state: &request_id,
-            mode: "redirect",
-            response_mode: "query",
-            lang,
-            refusal_to_redirect: true,
-        },
+    // The hosted page at a stable address (`/login?…`), so the website path can come back to
+    // it from WeChat's page and resume.
+    let login = format!(
+        "/login?{}",
+        serde_urlencoded::to_string([
+            ("connection", connection.identifier.as_str()),
+            ("redirect_uri", &finish_url(state)),
+            ("state", &request_id),
+            ("lang", lang),
+        ])
+        .unwrap_or_default()
     );
     let cookie = Cookie::build(binding_cookie(&request_id), binding)
         .path(FINISH_PATH)
@@ -233,8 +230,16 @@ async fn start(
             REQUEST_TTL_SECS as i64,
         ))
         .finish();
-    let _ = page.add_cookie(&cookie);
-    page
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, login))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie)
+        .finish()
+}
+
+/// Where the hosted page hands an OIDC login back.
+pub(crate) fn finish_url(state: &AppState) -> String {
+    format!("{}{FINISH_PATH}", state.public_base_url)
 }
 
 fn binding_cookie(request_id: &str) -> String {
@@ -292,7 +297,12 @@ async fn grant(state: &AppState, pending: &PendingAuthorization, ticket: &str) -
     let invalid = || ApiError::bad_request("invalid_ticket", "This login's ticket is not valid.");
     let id = Ticket::session_of(ticket).ok_or_else(invalid)?;
     let current = state.store.get(&id).await?.ok_or_else(invalid)?;
-    if current.session.connection != pending.client_id {
+    // The client's own login, or one through its companion (the other tab of its page).
+    let client = state.connection(Some(&pending.client_id))?;
+    let session_connection = Some(current.session.connection.as_str());
+    if session_connection != Some(client.identifier.as_str())
+        && session_connection != client.companion.as_deref()
+    {
         return Err(invalid());
     }
     let now = unix_now();

@@ -47,19 +47,27 @@ async fn authorize(app: &TestApp, extra: &[(&str, &str)]) -> reqwest::Response {
         .unwrap()
 }
 
-/// The browser's whole trip: authorize, the hosted page's login (done by hand), finish.
-/// Answers the redirect back to the client.
-async fn sign_in(app: &TestApp, extra: &[(&str, &str)], user: &str) -> reqwest::Response {
-    let page = authorize(app, extra).await;
-    assert_eq!(page.status(), StatusCode::OK);
-    let cookie = page.headers()[SET_COOKIE]
+/// Authorize's answer followed to the hosted page: the binding cookie and the page's settings.
+async fn hosted_page(app: &TestApp, authorized: reqwest::Response) -> (String, Value) {
+    assert_eq!(authorized.status(), StatusCode::FOUND);
+    let cookie = authorized.headers()[SET_COOKIE]
         .to_str()
         .unwrap()
         .split(';')
         .next()
         .unwrap()
         .to_owned();
-    let html = page.text().await.unwrap();
+    let location = authorized.headers()[LOCATION].to_str().unwrap();
+    assert!(location.starts_with("/login?"), "{location}");
+    let html = app
+        .http
+        .get(app.url(location))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let config = html
         .split("id=\"qrlogin-config\">")
         .nth(1)
@@ -67,7 +75,13 @@ async fn sign_in(app: &TestApp, extra: &[(&str, &str)], user: &str) -> reqwest::
         .split("</script>")
         .next()
         .unwrap();
-    let config: Value = serde_json::from_str(config).unwrap();
+    (cookie, serde_json::from_str(config).unwrap())
+}
+
+/// The browser's whole trip: authorize, the hosted page's login (done by hand), finish.
+/// Answers the redirect back to the client.
+async fn sign_in(app: &TestApp, extra: &[(&str, &str)], user: &str) -> reqwest::Response {
+    let (cookie, config) = hosted_page(app, authorize(app, extra).await).await;
     let request_id = config["state"].as_str().unwrap().to_owned();
     assert_eq!(config["redirect_uri"], app.url("/oauth2/finish"));
 
@@ -275,22 +289,20 @@ async fn authorization_errors_never_leave_for_an_unknown_place() {
         ],
     )
     .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert!(
+        response.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/login?")
+    );
 }
 
 #[tokio::test]
 async fn the_finish_step_belongs_to_the_browser_that_asked() {
     let app = spawn_app(Backend::Memory).await;
-    let page = authorize(&app, &[]).await;
-    let html = page.text().await.unwrap();
-    let request_id = html
-        .split("\"state\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (_cookie, config) = hosted_page(&app, authorize(&app, &[]).await).await;
+    let request_id = config["state"].as_str().unwrap().to_owned();
     let response = no_redirects()
         .get(app.url("/oauth2/finish"))
         .query(&[("ticket", "whatever"), ("state", request_id.as_str())])

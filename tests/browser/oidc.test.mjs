@@ -164,6 +164,24 @@ test('form_post mode posts the code, state and iss to the callback', async (t) =
   assert.equal(tokens.claims().nonce, checks.expectedNonce);
 });
 
+test('the website-app tab, through WeChat\'s page and back, ends at the client with a code', async (t) => {
+  const config = await configure();
+  const { params, checks } = await authorizationRequest({ scope: 'openid profile' });
+  const { page } = await freshPage(browser, t);
+  await page.goto(client.buildAuthorizationUrl(config, params).href);
+  await page.getByRole('tab', { name: 'WeChat QR login' }).click();
+  await page.frameLocator('.qrlogin-frame').getByRole('button', { name: 'Scan and allow' }).waitFor();
+  await page.getByRole('button', { name: /Open WeChat login in this window/ }).click();
+  await page.waitForURL((url) => url.href.includes('/connect/qrconnect?'));
+  await page.locator('input[name="user"]').fill('oidc-web');
+  await page.getByRole('button', { name: 'Scan and allow' }).click();
+  await page.waitForURL((url) => url.href.startsWith(CALLBACK));
+  const tokens = await client.authorizationCodeGrant(config, new URL(page.url()), checks, undefined, insecure);
+  assert.deepEqual(tokens.claims().amr, ['wechat_website']);
+  const info = await client.fetchUserInfo(config, tokens.access_token, tokens.claims().sub, insecure);
+  assert.ok(info.nickname, 'profile scope: the website app gives a nickname');
+});
+
 test('an unregistered redirect_uri gets the relay\'s error page, never a redirect', async (t) => {
   const config = await configure();
   const { params } = await authorizationRequest({ redirect_uri: `${SITE}/elsewhere.html` });
@@ -171,5 +189,6 @@ test('an unregistered redirect_uri gets the relay\'s error page, never a redirec
   const response = await page.goto(client.buildAuthorizationUrl(config, params).href);
   assert.equal(response.status(), 400);
   assert.ok(page.url().startsWith(`${RELAY}/oauth2/authorize`));
+  await page.screenshot({ path: `${SHOTS}/oidc-unregistered-redirect.png` });
   await page.locator('text=redirect_uri').first().waitFor();
 });
