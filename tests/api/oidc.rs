@@ -119,7 +119,7 @@ async fn token(app: &TestApp, form: &[(&str, &str)]) -> (StatusCode, reqwest::he
     (status, headers, response.json().await.unwrap())
 }
 
-fn exchange<'a>(code: &'a str) -> Vec<(&'a str, &'a str)> {
+fn exchange(code: &str) -> Vec<(&str, &str)> {
     vec![
         ("grant_type", "authorization_code"),
         ("code", code),
