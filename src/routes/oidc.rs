@@ -89,26 +89,16 @@ async fn authorize(state: web::Data<AppState>, req: HttpRequest, query: Query) -
             lang,
         );
     };
-    let client_state = get("state");
-    let form_post = match get("response_mode") {
-        None | Some("query") => false,
-        Some("form_post") => true,
-        Some(_) => {
-            let back = Back {
-                redirect_uri,
-                state: client_state,
-                form_post: false,
-                issuer: &state.public_base_url,
-            };
-            return back.error("invalid_request", "response_mode must be query or form_post.");
-        }
-    };
+    let response_mode = get("response_mode");
     let back = Back {
         redirect_uri,
-        state: client_state,
-        form_post,
+        state: get("state"),
+        form_post: response_mode == Some("form_post"),
         issuer: &state.public_base_url,
     };
+    if !matches!(response_mode, None | Some("query" | "form_post")) {
+        return back.error("invalid_request", "response_mode must be query or form_post.");
+    }
     match check_request(&connection, &get) {
         Ok(request) => start(&state, &connection, request, &back, lang).await,
         Err((error, description)) => back.error(error, description),
