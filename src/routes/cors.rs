@@ -17,9 +17,13 @@ use std::sync::Arc;
 /// How long a browser may reuse a preflight answer.
 const PREFLIGHT_MAX_AGE_SECS: &str = "600";
 
-/// The paths a website's page calls: login sessions and public connection details.
+/// The paths a website's page calls: login sessions, public connection details, and the OIDC
+/// token and userinfo endpoints (a public client in the browser).
 fn is_page_api(path: &str) -> bool {
-    path.starts_with("/v1/login-sessions") || path.starts_with("/v1/connections/")
+    path.starts_with("/v1/login-sessions")
+        || path.starts_with("/v1/connections/")
+        || path == "/oauth2/token"
+        || path == "/oauth2/userinfo"
 }
 
 pub fn request_origin(req: &HttpRequest) -> Option<&str> {
@@ -38,6 +42,11 @@ pub fn is_own_origin(state: &AppState, req: &HttpRequest, origin: &str) -> bool 
 #[derive(Clone)]
 struct Concerns(Arc<Connection>);
 
+/// Ties the response's CORS headers to `connection` (its allowed origins may read it).
+pub fn concerns(req: &HttpRequest, connection: &Arc<Connection>) {
+    req.extensions_mut().insert(Concerns(connection.clone()));
+}
+
 /// Refuses (403 `origin_not_allowed`) a page of an origin `connection` does not allow, and
 /// ties the response's CORS headers to that connection.
 pub fn check_origin(
@@ -45,7 +54,7 @@ pub fn check_origin(
     req: &HttpRequest,
     connection: &Arc<Connection>,
 ) -> Result<(), ApiError> {
-    req.extensions_mut().insert(Concerns(connection.clone()));
+    concerns(req, connection);
     match request_origin(req) {
         Some(origin) if !is_own_origin(state, req, origin) && !connection.allows_origin(origin) => {
             Err(ApiError::forbidden(

@@ -471,6 +471,7 @@ async fn token_endpoint(state: web::Data<AppState>, req: HttpRequest, body: web:
         Some(connection) => connection,
         None => return invalid_client(),
     };
+    super::cors::concerns(&req, &connection);
     let Some(code) = form.get("code") else {
         return invalid_request("code is missing.");
     };
@@ -613,6 +614,9 @@ async fn userinfo(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
     let Some(access) = access else {
         return invalid();
     };
+    if let Ok(client) = state.connection(Some(&access.client_id)) {
+        super::cors::concerns(&req, &client);
+    }
     let (Ok(identity), Ok(keys)) = (state.open_identity(&access.identity), state.keys.current().await) else {
         return unavailable();
     };

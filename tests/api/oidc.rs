@@ -341,3 +341,64 @@ async fn userinfo_answers_by_scope_and_only_with_a_valid_token() {
         "no phone scope, no phone: {info}"
     );
 }
+
+#[tokio::test]
+async fn a_public_client_in_the_browser_may_read_token_and_userinfo_answers() {
+    let mut settings = settings(Backend::Memory);
+    settings.connections[0].public_client = true;
+    let app = spawn_app_with(settings).await;
+    let site = "http://localhost:8000"; // an allowed origin of the sandbox connections
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/oauth2/userinfo"))
+        .header("origin", site)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], site);
+
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let back = sign_in(
+        &app,
+        &[
+            ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+            ("code_challenge_method", "S256"),
+        ],
+        "oidc-spa",
+    )
+    .await;
+    let code = location_params(&back)["code"].clone();
+    let response = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .header("origin", site)
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("client_id", "default"),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], site);
+    // A page of an origin the client does not allow gets no CORS headers.
+    let stranger = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .header("origin", "https://evil.example")
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("client_id", "default"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(stranger.headers().get("access-control-allow-origin").is_none());
+}
