@@ -196,6 +196,15 @@ test('leaving the page before confirming cancels the login', async () => {
   pc.close();
 });
 
+test('leaving while the scan is on its way still cancels it', async () => {
+  const pc = await startLogin();
+  const page = loadPage('login', makeWx({ wechat: WECHAT, user: 'mp-quick' }), config);
+  page.onLoad({ scene: encodeURIComponent(pc.id) });
+  page.onUnload();
+  await pc.pushed('cancelled');
+  pc.close();
+});
+
 test('WeChat busy on the phone number: a retry with a new phone code logs in', async () => {
   const pc = await startLogin();
   const wx = makeWx({ wechat: WECHAT, user: 'mp-kim' });

@@ -63,7 +63,8 @@ Page({
       .loginCode()
       .then((login_code) => relay.scan({ scene: this.scene, login_code, launch_scene: launchScene }))
       .then(({ scan_token, session }) => {
-        if (this.unloaded) return
+        // Left while the scan was on its way: undo it, so the computer is not left waiting.
+        if (this.unloaded) return relay.cancel({ scene: this.scene, scan_token }).catch(() => {})
         this.scanToken = scan_token
         this.setData({ view: 'confirm', session })
         this.startCountdown(session.expires_in)
