@@ -60,9 +60,9 @@ pub struct Settings {
     /// Mini-program calls (scan, confirm, cancel) one WeChat user may make per minute (0: no limit).
     #[serde(default = "default_calls_per_openid")]
     pub calls_per_openid_per_minute: u64,
-    /// Proxies (exact addresses) whose `X-Forwarded-For` names the real client.
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the real client.
     #[serde(default)]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// Mount the WeChat simulator at `/sandbox/wechat` on the same listener.
     #[serde(default)]
     pub mount_simulator: bool,

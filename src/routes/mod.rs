@@ -27,7 +27,6 @@ use crate::signing::KeyRing;
 use crate::store::{SessionStore, Versioned};
 use crate::wechat::WeChatClient;
 use actix_web::{HttpRequest, web};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Everything a handler may use, built once at start and shared through `web::Data`.
@@ -45,7 +44,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: RateLimits,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     pub pool: Arc<CodePool>,
     /// The ID-token signing keys and the ticket key, shared by all instances.
     pub keys: Arc<KeyRing>,
@@ -66,21 +65,16 @@ impl AppState {
     }
 
     /// The connection a stored session belongs to.
-    /// The requesting client as the confirm screen shows it: the TCP peer, or, when the peer is
-    /// a trusted proxy, the nearest untrusted address in `X-Forwarded-For`.
+    /// The requesting client as the confirm screen shows it and limits count it
+    /// (`client_ip`: the peer, or the rightmost untrusted `X-Forwarded-For` hop).
     pub fn client_info(&self, req: &HttpRequest) -> ClientInfo {
-        let peer = req.peer_addr().map(|a| a.ip());
-        let forwarded = || {
-            let header = req.headers().get("x-forwarded-for")?.to_str().ok()?;
-            header
-                .rsplit(',')
-                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                .find(|ip| !self.trusted_proxies.contains(ip))
-        };
-        let ip = match peer {
-            Some(p) if self.trusted_proxies.contains(&p) => forwarded().or(peer),
-            other => other,
-        };
+        let lines = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok());
+        let ip = req
+            .peer_addr()
+            .map(|a| self.trusted_proxies.client(a.ip(), lines));
         let user_agent = req
             .headers()
             .get(actix_web::http::header::USER_AGENT)

@@ -123,7 +123,7 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         // Generous, so scripted walk-throughs are not throttled; still bounded.
         sessions_per_ip_per_minute: 600,
         calls_per_openid_per_minute: 120,
-        trusted_proxies: Vec::new(),
+        trusted_proxies: Default::default(),
         master_key_file: None,
         admin_token: Some(Secret::new(admin_token)),
         admin_token_file: None,

@@ -1,7 +1,8 @@
 //! Every mistake a client can make gets a 4xx with the JSON error body, and changes nothing.
 
 use crate::both_stores;
-use crate::helpers::{Backend, settings, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, settings, spawn_app, spawn_app_with};
+use qrlogin_relay::client_ip::TrustedProxies;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -388,21 +389,52 @@ async fn floods_are_rate_limited(backend: Backend) {
 
 #[tokio::test]
 async fn the_client_ip_comes_from_trusted_proxies_only() {
-    for (trusted, expected) in [(false, "127.0.0.1"), (true, "203.0.113.5")] {
+    for (trusted, expected) in [
+        (None, "127.0.0.1"),
+        (Some("127.0.0.1"), "203.0.113.5"),
+        (Some("127.0.0.0/8"), "203.0.113.5"),
+    ] {
         let mut settings = settings(Backend::Memory);
-        if trusted {
-            settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        if let Some(trusted) = trusted {
+            settings.trusted_proxies = TrustedProxies::parse([trusted]).unwrap();
         }
         let app = spawn_app_with(settings).await;
-        let response = app
-            .http
-            .post(app.url("/v1/login-sessions"))
-            .header("X-Forwarded-For", "198.51.100.1, 203.0.113.5")
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
-        let (_, scan) = app.scan_as(body["id"].as_str().unwrap(), "yara").await;
-        assert_eq!(scan["session"]["client"]["ip"], expected, "trusted: {trusted}");
+        let ip = client_ip_seen(&app, &["198.51.100.1, 203.0.113.5"]).await;
+        assert_eq!(ip, expected, "trusted: {trusted:?}");
     }
+}
+
+/// What the confirm screen shows for a session started with these `X-Forwarded-For` lines.
+async fn client_ip_seen(app: &TestApp, lines: &[&str]) -> String {
+    let mut request = app.http.post(app.url("/v1/login-sessions"));
+    for line in lines {
+        request = request.header("X-Forwarded-For", *line);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    let (_, scan) = app.scan_as(body["id"].as_str().unwrap(), "yara").await;
+    scan["session"]["client"]["ip"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_client_cannot_choose_its_ip_behind_a_proxy_that_adds_a_line() {
+    // A dual-stack listener: IPv4 peers arrive as ::ffff:127.0.0.1, and must still be trusted.
+    let Ok(listener) = std::net::TcpListener::bind("[::]:0") else {
+        return; // no IPv6 on this machine: the unit tests cover mapped addresses
+    };
+    let port = listener.local_addr().unwrap().port();
+    let mut settings = settings(Backend::Memory);
+    settings.trusted_proxies = TrustedProxies::parse(["127.0.0.1"]).unwrap();
+    settings.public_base_url = Some(format!("http://127.0.0.1:{port}"));
+    let app = qrlogin_relay::startup::Application::build(settings, listener)
+        .await
+        .unwrap();
+    tokio::spawn(app.run_until_stopped());
+    let app = TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        wechat: format!("http://127.0.0.1:{port}/sandbox/wechat"),
+        http: reqwest::Client::new(),
+    };
+    // HAProxy's `option forwardfor` adds its own line after the client's.
+    let ip = client_ip_seen(&app, &["6.6.6.6", "203.0.113.77:51234"]).await;
+    assert_eq!(ip, "203.0.113.77");
 }
