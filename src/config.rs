@@ -419,6 +419,14 @@ impl Connections {
     pub fn any_allows_origin(&self, origin: &str) -> bool {
         self.by_id.values().any(|c| c.allows_origin(origin))
     }
+
+    /// Whether the backend credential belongs to any connection (checked before anything is
+    /// said about a ticket, so a stranger learns nothing about sessions).
+    pub fn any_accepts_credential(&self, raw: &str) -> bool {
+        self.by_id
+            .values()
+            .fold(false, |found, c| c.accepts_credential(raw) | found)
+    }
 }
 
 #[derive(Debug)]

@@ -237,6 +237,10 @@ impl Registry {
         self.snapshot().any_allows_origin(origin)
     }
 
+    pub fn any_accepts_credential(&self, raw: &str) -> bool {
+        self.snapshot().any_accepts_credential(raw)
+    }
+
     /// Re-reads every connection from the store (after an announcement, or a lost feed).
     pub async fn reload(&self) -> Result<(), StoreError> {
         let records = self.read().await?;

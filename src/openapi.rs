@@ -605,7 +605,6 @@ fn backend_operations(add: &mut Add<'_>) {
                 (401, "invalid_credentials"),
                 (409, "already_redeemed"),
                 (410, "ticket_expired"),
-                (410, "connection_removed"),
                 (503, "signing_unavailable"),
             ])
             .errors(STORE)

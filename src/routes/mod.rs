@@ -155,9 +155,14 @@ impl AppState {
     }
 
     /// The same, for the browser that started it: it presents the secret as a bearer token.
+    /// An unknown id answers like a wrong secret, so a caller without the secret cannot tell
+    /// whether a session exists.
     pub async fn browser_session(&self, req: &HttpRequest, id: &SceneId) -> Result<Versioned, ApiError> {
         let secret = bearer(req)?;
-        let current = self.page_session(req, id).await?;
+        let current = match self.page_session(req, id).await {
+            Err(e) if e.code == "session_not_found" => return Err(wrong_secret()),
+            other => other?,
+        };
         authorize_browser(&current.session, secret)?;
         Ok(current)
     }
@@ -195,8 +200,9 @@ pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthorized("missing_credentials", "Send Authorization: Bearer <secret>."))
 }
@@ -206,11 +212,12 @@ fn authorize_browser(session: &LoginSession, secret: &str) -> Result<(), ApiErro
     if session.verify_secret(secret) {
         Ok(())
     } else {
-        Err(ApiError::unauthorized(
-            "invalid_secret",
-            "This secret does not open this login session.",
-        ))
+        Err(wrong_secret())
     }
+}
+
+fn wrong_secret() -> ApiError {
+    ApiError::unauthorized("invalid_secret", "This secret does not open this login session.")
 }
 
 /// Parses a JSON body that may be empty (then `T::default()`). A body of any other type is

@@ -26,15 +26,20 @@ async fn redeem(
     body: web::Json<RedeemRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let credential = bearer(&req)?;
+    // Who asks first: credentials of no connection learn nothing about any ticket.
+    if !state.connections.any_accepts_credential(credential) {
+        return Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "These backend credentials belong to no connection.",
+        ));
+    }
+    // Another connection's ticket looks exactly like an unknown one.
     let invalid = || ApiError::bad_request("invalid_ticket", "This ticket is not valid.");
     let id = Ticket::session_of(&body.ticket).ok_or_else(invalid)?;
     let current = state.store.get(&id).await?.ok_or_else(invalid)?;
-    let connection = state.connection_of(&current.session)?.clone();
+    let connection = state.connection_of(&current.session).map_err(|_| invalid())?;
     if !connection.accepts_credential(credential) {
-        return Err(ApiError::unauthorized(
-            "invalid_credentials",
-            "These backend credentials do not belong to this ticket's connection.",
-        ));
+        return Err(invalid());
     }
     let now = unix_now();
     // The keys first: a redemption that cannot sign must not spend the ticket.

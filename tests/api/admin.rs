@@ -72,8 +72,12 @@ async fn a_tenant_onboarded_on_one_instance_logs_in_on_another() {
 
     let (scan, ticket) = log_in(&b, "acme", ACME_APPID, "yan").await;
     assert_eq!(scan["session"]["display_name"], "Acme");
-    let (status, _) = a.redeem(&ticket, "sandbox").await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "another tenant's credential");
+    let (status, body) = a.redeem(&ticket, "sandbox").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_ticket")),
+        "another tenant's credential: its ticket looks unknown"
+    );
     let (status, redeemed) = a.redeem(&ticket, &credential).await;
     assert_eq!(status, StatusCode::OK, "{redeemed}");
     assert_eq!(redeemed["user"]["appid"], ACME_APPID);
@@ -310,10 +314,11 @@ async fn logos_are_checked_and_a_deleted_tenants_logins_stop() {
     let (_, waiting) = app.create_session(json!({ "connection": "acme" })).await;
     let (status, _) = admin(&app, Method::DELETE, "/v1/admin/connections/acme", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    // Its credentials went with it.
     let (status, body) = app.redeem(&ticket, &second).await;
     assert_eq!(
         (status, body["error"].as_str()),
-        (StatusCode::GONE, Some("connection_removed"))
+        (StatusCode::UNAUTHORIZED, Some("invalid_credentials"))
     );
     let (status, body) = app.scan_as(waiting["id"].as_str().unwrap(), "zed").await;
     assert_eq!(

@@ -99,12 +99,19 @@ async fn sessions_are_guarded_by_the_browser_secret(backend: Backend) {
         StatusCode::UNAUTHORIZED,
         "invalid_secret",
     );
+    // An unknown session answers like a wrong secret: no telling which ids exist.
     let unknown = app.url("/v1/login-sessions/AAAAAAAAAAAAAAAAAAAAAA");
     assert_error(
         raw(app.http.get(&unknown).bearer_auth(&pc.secret)).await,
-        StatusCode::NOT_FOUND,
-        "session_not_found",
+        StatusCode::UNAUTHORIZED,
+        "invalid_secret",
     );
+    // The scheme is case-insensitive (RFC 7235).
+    let lower = app
+        .http
+        .get(&url)
+        .header("authorization", format!("bearer {}", pc.secret));
+    assert_eq!(raw(lower).await.0, StatusCode::OK);
     let malformed = app.url("/v1/login-sessions/not-an-id!");
     assert_error(
         raw(app.http.get(&malformed).bearer_auth(&pc.secret)).await,

@@ -101,7 +101,7 @@ async fn tenants_on_the_shared_and_private_mini_programs_log_in_side_by_side() {
     let (status, body) = app.redeem(&ticket_a, "credential-b").await;
     assert_eq!(
         (status, body["error"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("invalid_credentials"))
+        (StatusCode::BAD_REQUEST, Some("invalid_ticket"))
     );
     let (status, user_a) = app.redeem(&ticket_a, "credential-a").await;
     assert_eq!(status, StatusCode::OK, "{user_a}");
