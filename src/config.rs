@@ -63,8 +63,9 @@ pub struct Settings {
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the real client.
     #[serde(default)]
     pub trusted_proxies: crate::client_ip::TrustedProxies,
-    /// Mount the WeChat simulator at `/sandbox/wechat` on the same listener.
-    #[serde(default)]
+    /// Mount the WeChat simulator at `/sandbox/wechat` on the same listener: the sandbox's
+    /// alone, never a config file's (`mount_simulator = true` there is an unknown field).
+    #[serde(skip)]
     pub mount_simulator: bool,
     /// The master keys that seal secrets in the store (one base64 32-byte key per line, the
     /// first seals). Required, except in the sandbox, which makes one up.

@@ -153,6 +153,15 @@ impl Application {
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap(actix_web::middleware::from_fn(routes::cors::middleware))
+                // Unless a response says how it may be cached (codes, logos, widget files,
+                // connection details), it is not: secrets, tickets, tokens and identities
+                // never land in a cache.
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add((actix_web::http::header::CACHE_CONTROL, "no-store"))
+                        .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                        .add((actix_web::http::header::REFERRER_POLICY, "no-referrer")),
+                )
                 .app_data(state.clone())
                 .configure(json_errors)
                 .configure(routes::configure);

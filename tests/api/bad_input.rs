@@ -445,3 +445,80 @@ async fn a_client_cannot_choose_its_ip_behind_a_proxy_that_adds_a_line() {
     let ip = client_ip_seen(&app, &["6.6.6.6", "203.0.113.77:51234"]).await;
     assert_eq!(ip, "203.0.113.77");
 }
+
+#[tokio::test]
+async fn responses_with_secrets_tickets_or_identities_are_never_cached() {
+    let app = spawn_app(Backend::Memory).await;
+    let no_store = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            == Some("no-store")
+    };
+    let pc = app.start().await;
+    let scan = app
+        .http
+        .post(app.url("/v1/mp/scan"))
+        .json(&json!({ "scene": pc.id, "login_code": app.login_code("wes").await, "launch_scene": 1047 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(no_store(&scan), "the scan answer carries the scan token");
+    let scan: Value = scan.json().await.unwrap();
+    let phone_code = app.phone_code("wes", "13800138000").await;
+    let confirm = app
+        .http
+        .post(app.url("/v1/mp/confirm"))
+        .json(&json!({ "scene": pc.id, "scan_token": scan["scan_token"], "phone_code": phone_code }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), StatusCode::OK);
+    let (_, view) = app.get_session(&pc, "").await;
+    let redeem = app
+        .http
+        .post(app.url("/v1/tickets/redeem"))
+        .bearer_auth("sandbox")
+        .json(&json!({ "ticket": view["ticket"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redeem.status(), StatusCode::OK);
+    assert!(no_store(&redeem), "the identity and ID token");
+    let issued = app
+        .http
+        .post(app.url("/v1/admin/connections/default/credentials"))
+        .bearer_auth("sandbox-admin")
+        .send()
+        .await
+        .unwrap();
+    assert!(no_store(&issued), "a new backend credential");
+    // Codes stay cacheable; pages that are only HTML say what they may load.
+    let waiting = app.start().await;
+    let code = app
+        .http
+        .get(app.url(&format!("/v1/login-sessions/{}/code", waiting.id)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        code.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("private, max-age=")
+    );
+    let page = app
+        .http
+        .get(app.url(&format!("/q/{}", pc.id)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+}

@@ -58,6 +58,12 @@ fn bad_flags_unreachable_redis_and_bad_configs_are_refused_in_one_line() {
     );
     std::fs::write(&config, bad_logo).unwrap();
     assert_one_line_refusal(relay(&["serve", "--config", config.to_str().unwrap()]), "logo");
+    // The simulator is the sandbox's alone.
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmount_simulator = true\n").unwrap();
+    assert_one_line_refusal(
+        relay(&["serve", "--config", config.to_str().unwrap()]),
+        "mount_simulator",
+    );
 }
 
 #[test]
