@@ -243,7 +243,19 @@ impl WeChatClient {
                     .await?,
                 )
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // The access token names the app, so "invalid appid" here means the phone code
+                // was minted for another mini-program: the client's mistake, not the operator's.
+                WeChatError::Api {
+                    errcode: 40013,
+                    errmsg,
+                } => WeChatError::Api {
+                    errcode: 40029,
+                    errmsg: format!("phone code of another app ({errmsg})"),
+                },
+                other => other,
+            })?;
         let info = response.phone_info;
         let country_code = match info.country_code {
             Value::String(s) => s,

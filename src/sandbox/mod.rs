@@ -324,8 +324,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/cgi-bin/stable_token", web::post().to(stable_token))
         .route("/wxa/getwxacodeunlimit", web::post().to(unlimited_code))
         .route("/sns/jscode2session", web::get().to(code_to_session))
-        .route("/wxa/business/getuserphonenumber", web::post().to(phone_number))
-        .route("/_sim/login-code", web::post().to(mint_login_code))
+        .route("/wxa/business/getuserphonenumber", web::post().to(phone_number));
+    // A WeChat API called with the wrong method answers as WeChat does: errcode 43002/43001.
+    for path in [
+        "/cgi-bin/stable_token",
+        "/wxa/getwxacodeunlimit",
+        "/wxa/business/getuserphonenumber",
+    ] {
+        cfg.route(
+            path,
+            web::route().to(|| async { wechat_error((43002, "require POST method")) }),
+        );
+    }
+    for path in ["/cgi-bin/token", "/sns/jscode2session"] {
+        cfg.route(
+            path,
+            web::route().to(|| async { wechat_error((43001, "require GET method")) }),
+        );
+    }
+    cfg.route("/_sim/login-code", web::post().to(mint_login_code))
         .route("/_sim/phone-code", web::post().to(mint_phone_code))
         .route("/_sim/fail-next", web::post().to(fail_next))
         .route("/_sim/revoke-tokens", web::post().to(revoke_tokens))

@@ -54,6 +54,8 @@ fn valid_login_link(q: &HashMap<String, String>) -> bool {
         && param(q, "scope").split(',').any(|s| s == "snsapi_login")
         && (param(q, "redirect_uri").starts_with("http://")
             || param(q, "redirect_uri").starts_with("https://"))
+        // A redirect_uri with control characters (CR, LF…) could never be a Location.
+        && !param(q, "redirect_uri").chars().any(char::is_control)
 }
 
 /// GET /connect/qrconnect: WeChat's login page, here with a form that scans as a named person.

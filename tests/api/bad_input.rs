@@ -522,3 +522,24 @@ async fn responses_with_secrets_tickets_or_identities_are_never_cached() {
     );
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
 }
+
+#[tokio::test]
+async fn a_phone_code_of_another_mini_program_is_the_clients_mistake() {
+    let app = spawn_app(Backend::Memory).await;
+    let pc = app.start().await;
+    let scan = app.scan(&pc, "xena").await;
+    let foreign = crate::helpers::fetch_json(
+        app.http
+            .post(format!("{}/_sim/phone-code", app.wechat))
+            .json(&json!({ "user": "xena", "appid": "wx00000000000000f1" })),
+    )
+    .await;
+    let (status, body) = app.confirm(&scan, foreign["code"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_code"))
+    );
+    // The scan stands: a code of the right app still confirms.
+    let phone_code = app.phone_code("xena", "13800138000").await;
+    assert_eq!(app.confirm(&scan, &phone_code).await.0, StatusCode::OK);
+}

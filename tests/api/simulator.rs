@@ -243,3 +243,47 @@ async fn login_and_phone_codes_work_once_for_their_own_app() {
         .unwrap();
     assert_eq!(refused.status(), 400, "control endpoints say what is wrong");
 }
+
+#[tokio::test]
+async fn a_wrong_method_or_a_broken_redirect_uri_is_answered_as_wechat_does() {
+    let sim = Sim::new();
+    for (method, path, errcode) in [
+        (reqwest::Method::GET, "/wxa/getwxacodeunlimit", 43002),
+        (reqwest::Method::GET, "/wxa/business/getuserphonenumber", 43002),
+        (reqwest::Method::POST, "/sns/jscode2session", 43001),
+    ] {
+        let response = sim
+            .http
+            .request(method, format!("{}{path}", sim.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errcode"], errcode, "{path}: {body}");
+    }
+    // A CR/LF in redirect_uri is an unusable link, not a server error.
+    let response = sim
+        .http
+        .get(format!("{}/connect/qrconnect/scan", sim.base))
+        .query(&[
+            ("appid", "wxa5d0b0c0ffee0002"),
+            ("redirect_uri", "https://shop.example/cb\r\nSet-Cookie: x=y"),
+            ("response_type", "code"),
+            ("scope", "snsapi_login"),
+            ("state", "s"),
+            ("user", "u"),
+            ("action", "allow"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(response.headers().get("set-cookie").is_none());
+}
