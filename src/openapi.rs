@@ -1024,6 +1024,7 @@ fn oidc_operations(add: &mut Add<'_>) {
             .respond(400, oauth_error("The request or grant is not valid", &["invalid_request", "invalid_grant", "unsupported_grant_type"]))
             .respond(401, oauth_error("Client authentication failed (`WWW-Authenticate: Basic`)", &["invalid_client"]))
             .respond(503, oauth_error("Briefly unavailable", &["temporarily_unavailable"]))
+            .errors(&[(413, "body_too_large")])
             .done(),
     );
     for method in ["get", "post"] {

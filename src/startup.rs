@@ -153,6 +153,7 @@ impl Application {
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .wrap(actix_web::middleware::from_fn(routes::cors::middleware))
+                .wrap(actix_web::middleware::from_fn(routes::uniform::middleware))
                 // Unless a response says how it may be cached (codes, logos, widget files,
                 // connection details), it is not: secrets, tickets, tokens and identities
                 // never land in a cache.

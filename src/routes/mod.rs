@@ -10,6 +10,7 @@ pub mod ops;
 pub mod pc;
 pub mod phone_page;
 pub mod tickets;
+pub mod uniform;
 pub mod website;
 pub mod ws;
 

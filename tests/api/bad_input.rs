@@ -543,3 +543,38 @@ async fn a_phone_code_of_another_mini_program_is_the_clients_mistake() {
     let phone_code = app.phone_code("xena", "13800138000").await;
     assert_eq!(app.confirm(&scan, &phone_code).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn head_is_answered_where_get_is_and_every_oversized_body_gets_json() {
+    let app = spawn_app(Backend::Memory).await;
+    for path in ["/healthz", "/qrlogin.js", "/.well-known/openid-configuration"] {
+        let get = app.http.get(app.url(path)).send().await.unwrap();
+        let head = app.http.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "{path}"
+        );
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}: no body");
+    }
+    let big = vec![b'a'; 200_000];
+    for (path, content_type) in [
+        ("/v1/login-sessions", "application/json"),
+        ("/oauth2/token", "application/x-www-form-urlencoded"),
+        ("/v1/admin/connections", "application/json"),
+    ] {
+        let response = app
+            .http
+            .post(app.url(path))
+            .bearer_auth("sandbox-admin")
+            .header("content-type", content_type)
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "body_too_large", "{path}");
+    }
+}
