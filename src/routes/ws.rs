@@ -31,7 +31,13 @@ async fn connect(
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
     let waiter = state.hub.watch(&id);
-    let current = state.page_session(&req, &id).await?;
+    // An unknown session is refused only after the secret, as a wrong secret is: the socket
+    // does not tell which ids exist.
+    let current = match state.page_session(&req, &id).await {
+        Ok(current) => Some(current),
+        Err(e) if e.code == "session_not_found" => None,
+        Err(e) => return Err(e),
+    };
     let (response, socket, messages) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::bad_request("websocket_required", "This endpoint speaks WebSocket only."))?;
     let keys = state.keys.current().await?;
@@ -53,9 +59,10 @@ enum ClientMessage {
     Auth { secret: String },
 }
 
-/// Waits for the first client message and checks the secret it carries.
+/// Waits for the first client message and checks the secret it carries (no secret opens an
+/// unknown session).
 async fn authenticate(
-    current: &Versioned,
+    current: Option<&Versioned>,
     socket: &mut actix_ws::Session,
     messages: &mut actix_ws::MessageStream,
 ) -> Result<(), &'static str> {
@@ -75,7 +82,9 @@ async fn authenticate(
     .flatten()
     .ok_or("auth_required")?;
     match serde_json::from_str::<ClientMessage>(&first) {
-        Ok(ClientMessage::Auth { secret }) if current.session.verify_secret(&secret) => Ok(()),
+        Ok(ClientMessage::Auth { secret }) if current.is_some_and(|c| c.session.verify_secret(&secret)) => {
+            Ok(())
+        }
         Ok(ClientMessage::Auth { .. }) => Err("invalid_secret"),
         Err(_) => Err("auth_required"),
     }
@@ -89,18 +98,20 @@ async fn push_to_browser(
     store: SessionStore,
     key: TicketKey,
     mut waiter: Waiter,
-    mut current: Versioned,
+    current: Option<Versioned>,
     mut socket: actix_ws::Session,
     mut messages: actix_ws::MessageStream,
 ) {
-    if let Err(code) = authenticate(&current, &mut socket, &mut messages).await {
+    let authenticated = authenticate(current.as_ref(), &mut socket, &mut messages).await;
+    let (Ok(()), Some(mut current)) = (authenticated, current) else {
+        let code = authenticated.err().unwrap_or("invalid_secret");
         let reason = CloseReason {
             code: CloseCode::Policy,
             description: Some(code.into()),
         };
         let _ = socket.close(Some(reason)).await;
         return;
-    }
+    };
     // A change made while the browser authenticated is already in the waiter: it comes next.
     // A failed send means the browser is gone: stop quietly.
     if socket.text(frame(&current, &key)).await.is_err() {

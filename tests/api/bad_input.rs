@@ -129,6 +129,17 @@ async fn sessions_are_guarded_by_the_browser_secret(backend: Backend) {
     let mut rambling = app.unauthenticated_socket(&pc, None).await;
     rambling.send_json(json!({ "hello": "there" })).await;
     assert_eq!(rambling.closed_with().await, (1008, "auth_required".into()));
+    // A socket to an unknown session is refused exactly like a wrong secret.
+    let nobody = crate::helpers::PcSession {
+        id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+        secret: pc.secret.clone(),
+        body: Value::Null,
+    };
+    let mut unknown = app.unauthenticated_socket(&nobody, None).await;
+    unknown
+        .send_json(json!({ "type": "auth", "secret": pc.secret }))
+        .await;
+    assert_eq!(unknown.closed_with().await, (1008, "invalid_secret".into()));
     // Nothing changed.
     assert_eq!(app.get_session(&pc, "").await.1["status"], "pending");
 }
