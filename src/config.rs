@@ -60,6 +60,13 @@ pub struct Settings {
     /// Mini-program calls (scan, confirm, cancel) one WeChat user may make per minute (0: no limit).
     #[serde(default = "default_calls_per_openid")]
     pub calls_per_openid_per_minute: u64,
+    /// Mini-program calls one client IP may make per minute, counted before any WeChat call,
+    /// so junk login codes cannot spend an AppID's quota (0: no limit).
+    #[serde(default = "default_mini_program_calls_per_ip")]
+    pub mini_program_calls_per_ip_per_minute: u64,
+    /// Scan attempts one login session takes per minute, whoever makes them (0: no limit).
+    #[serde(default = "default_scans_per_session")]
+    pub scans_per_session_per_minute: u64,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the real client.
     #[serde(default)]
     pub trusted_proxies: crate::client_ip::TrustedProxies,
@@ -221,6 +228,12 @@ fn default_sessions_per_ip() -> u64 {
 }
 fn default_calls_per_openid() -> u64 {
     20
+}
+fn default_mini_program_calls_per_ip() -> u64 {
+    60
+}
+fn default_scans_per_session() -> u64 {
+    10
 }
 fn default_wechat_open_base() -> String {
     "https://open.weixin.qq.com".into()

@@ -31,4 +31,5 @@ pub struct Metrics {
     pub pool_misses: Counter,
     pub pool_refilled: Counter,
     pub pool_refill_errors: Counter,
+    pub rate_limited: Counter,
 }

@@ -141,6 +141,8 @@ impl Application {
             limits: RateLimits {
                 sessions_per_ip: settings.sessions_per_ip_per_minute,
                 calls_per_openid: settings.calls_per_openid_per_minute,
+                mini_program_calls_per_ip: settings.mini_program_calls_per_ip_per_minute,
+                scans_per_session: settings.scans_per_session_per_minute,
             },
             trusted_proxies: settings.trusted_proxies.clone(),
             keys,

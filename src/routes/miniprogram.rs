@@ -5,7 +5,7 @@ use super::{AppState, Vetted, scene_id};
 use crate::error::ApiError;
 use crate::session::{Identity, LoginPath, Ticket, unix_now};
 use crate::token;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -81,8 +81,17 @@ pub(crate) struct StatusAnswer {
     status: crate::session::Status,
 }
 
-async fn scan(state: web::Data<AppState>, body: web::Json<ScanRequest>) -> Result<HttpResponse, ApiError> {
+async fn scan(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<ScanRequest>,
+) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&body.scene)?;
+    let ip = state.client_info(&req).ip;
+    state
+        .limits
+        .mini_program_request(&state.store, &ip, Some(id.as_str()))
+        .await?;
     let current = state.session(&id).await?;
     let connection = state.connection_of(&current.session)?.clone();
     // Fail closed: a scan that does not say how the code was opened could be a forwarded one.
@@ -166,9 +175,12 @@ pub(crate) struct ConfirmRequest {
 
 async fn confirm(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<ConfirmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&body.scene)?;
+    let ip = state.client_info(&req).ip;
+    state.limits.mini_program_request(&state.store, &ip, None).await?;
     let current = state.session(&id).await?;
     let connection = state.connection_of(&current.session)?.clone();
     // Only the scanner may confirm: check before asking WeChat for the phone number.

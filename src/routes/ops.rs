@@ -57,6 +57,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "Failed pool refills.",
             &m.pool_refill_errors,
         ),
+        (
+            "rate_limited",
+            "Requests refused by a rate limit (429).",
+            &m.rate_limited,
+        ),
     ];
     let mut out = String::new();
     for (name, help, counter) in counters {

@@ -1,6 +1,6 @@
 //! What every endpoint does alike: `HEAD` is answered wherever `GET` is (the same headers, no
-//! body), and an error the framework produced itself — an oversized body (413), an unreadable
-//! one — gets the JSON error body of DESIGN §3 like every other error.
+//! body); an error the framework produced itself — an oversized body (413), an unreadable
+//! one — gets the JSON error body of DESIGN §3 like every other error; every 429 is counted.
 
 use crate::error::ApiError;
 use actix_web::ResponseError;
@@ -20,6 +20,13 @@ pub async fn middleware(
     }
     let response = next.call(req).await?.map_into_boxed_body();
     let status = response.status();
+    if status == StatusCode::TOO_MANY_REQUESTS
+        && let Some(state) = response
+            .request()
+            .app_data::<actix_web::web::Data<super::AppState>>()
+    {
+        state.metrics.rate_limited.inc();
+    }
     let described = response
         .headers()
         .get(CONTENT_TYPE)

@@ -123,6 +123,8 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         // Generous, so scripted walk-throughs are not throttled; still bounded.
         sessions_per_ip_per_minute: 600,
         calls_per_openid_per_minute: 120,
+        mini_program_calls_per_ip_per_minute: 1200,
+        scans_per_session_per_minute: 60,
         trusted_proxies: Default::default(),
         master_key_file: None,
         admin_token: Some(Secret::new(admin_token)),

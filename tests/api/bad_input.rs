@@ -589,3 +589,46 @@ async fn head_is_answered_where_get_is_and_every_oversized_body_gets_json() {
         assert_eq!(body["error"], "body_too_large", "{path}");
     }
 }
+
+both_stores!(a_junk_code_scan_flood_stops_before_wechat);
+
+/// 40 scans with junk login codes from one IP: past the per-IP limit they are refused before
+/// WeChat is asked, so the AppID's quota is not spent for everyone else.
+async fn a_junk_code_scan_flood_stops_before_wechat(backend: Backend) {
+    let mut settings = settings(backend);
+    settings.mini_program_calls_per_ip_per_minute = 5;
+    settings.scans_per_session_per_minute = 1000;
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let (status, _) = app
+            .post_json(
+                "/v1/mp/scan",
+                &json!({ "scene": pc.id, "login_code": format!("junk-{i}"), "launch_scene": 1047 }),
+            )
+            .await;
+        statuses.push(status);
+    }
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    // Forty calls span at most two one-minute windows of five.
+    assert!(limited >= 30, "{statuses:?}");
+    assert!(
+        app.sim_calls("jscode2session").await <= 10,
+        "WeChat was asked at most twice the limit"
+    );
+    assert!(app.metric("qrlogin_rate_limited_total").await >= 30);
+    // One session takes only so many scan attempts, whoever makes them.
+    let mut settings = crate::helpers::settings(backend);
+    settings.scans_per_session_per_minute = 3;
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let mut statuses = Vec::new();
+    for user in ["a", "b", "c", "d", "e", "f", "g"] {
+        statuses.push(app.scan_as(&pc.id, user).await.0);
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+}
