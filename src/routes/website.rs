@@ -129,10 +129,18 @@ async fn start(
         return_to: request.return_to,
     };
     let record = serde_json::to_vec(&started).map_err(|_| ApiError::internal())?;
-    state
-        .store
-        .put_value(&state_key(&login_state), &record, ttl)
-        .await?;
+    // One live state per session: a new one replaces the old, so a page asking again and again
+    // holds one key in the store, not thousands.
+    let latest = format!("website-latest:{id}");
+    if let Some(previous) = state.store.take_value(&latest).await? {
+        state
+            .store
+            .take_value(&String::from_utf8_lossy(&previous))
+            .await?;
+    }
+    let key = state_key(&login_state);
+    state.store.put_value(&key, &record, ttl).await?;
+    state.store.put_value(&latest, key.as_bytes(), ttl).await?;
 
     let appid = &connection.app.appid;
     let mut url = format!(

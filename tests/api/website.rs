@@ -532,3 +532,23 @@ async fn the_simulator_speaks_the_sns_contract() {
             .contains("该链接无法访问")
     );
 }
+
+both_stores!(a_new_state_replaces_the_old_one);
+
+/// A page may ask for WeChat's page again (a re-render, a retry); only the newest state works,
+/// so one session never holds more than one.
+async fn a_new_state_replaces_the_old_one(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let pc = start_website(&app).await;
+    let (first, first_cookie) = qrconnect_url(&app, &pc).await;
+    let (second, second_cookie) = qrconnect_url(&app, &pc).await;
+    assert_ne!(param(&first, "state"), param(&second, "state"));
+    let stale = scan_on_wechat(&first, "zoe", "allow").await;
+    let (status, page) = callback_page(&stale, Some(&first_cookie)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert_eq!(app.get_session(&pc, "").await.1["status"], "pending");
+    let fresh = scan_on_wechat(&second, "zoe", "allow").await;
+    let (status, _) = callback_page(&fresh, Some(&second_cookie)).await;
+    assert!(status.is_success() || status.is_redirection(), "{status}");
+    assert_eq!(app.get_session(&pc, "").await.1["status"], "confirmed");
+}
