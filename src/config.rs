@@ -67,6 +67,15 @@ pub struct Settings {
     /// Scan attempts one login session takes per minute, whoever makes them (0: no limit).
     #[serde(default = "default_scans_per_session")]
     pub scans_per_session_per_minute: u64,
+    /// WebSockets one client IP may hold open on an instance (0: no cap).
+    #[serde(default = "default_websockets_per_ip")]
+    pub websockets_per_ip: usize,
+    /// WebSockets one login session may have open on an instance (0: no cap).
+    #[serde(default = "default_websockets_per_session")]
+    pub websockets_per_session: usize,
+    /// Long-polls one client IP may have waiting on an instance (0: no cap).
+    #[serde(default = "default_long_polls_per_ip")]
+    pub long_polls_per_ip: usize,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the real client.
     #[serde(default)]
     pub trusted_proxies: crate::client_ip::TrustedProxies,
@@ -234,6 +243,15 @@ fn default_mini_program_calls_per_ip() -> u64 {
 }
 fn default_scans_per_session() -> u64 {
     10
+}
+fn default_websockets_per_ip() -> usize {
+    200
+}
+fn default_websockets_per_session() -> usize {
+    5
+}
+fn default_long_polls_per_ip() -> usize {
+    50
 }
 fn default_wechat_open_base() -> String {
     "https://open.weixin.qq.com".into()

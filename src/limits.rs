@@ -5,6 +5,8 @@
 use crate::error::ApiError;
 use crate::session::unix_now;
 use crate::store::SessionStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 const WINDOW_SECS: u64 = 60;
 
@@ -54,4 +56,104 @@ async fn check(store: &SessionStore, kind: &str, subject: &str, limit: u64) -> R
         return Err(ApiError::rate_limited(WINDOW_SECS - now % WINDOW_SECS));
     }
     Ok(())
+}
+
+/// How long a client over an open-connection cap is asked to wait.
+const CAP_RETRY_SECS: u64 = 5;
+
+/// Caps on what one client holds open on this instance at once: WebSockets per IP and per
+/// session, long-polls per IP (0: no cap). What is held is released when its [`Held`] drops.
+pub struct OpenCaps {
+    pub websockets_per_ip: usize,
+    pub websockets_per_session: usize,
+    pub long_polls_per_ip: usize,
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open socket or long-poll, counted until dropped.
+pub struct Held {
+    key: Option<String>,
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&key);
+            }
+        }
+    }
+}
+
+impl OpenCaps {
+    pub fn new(websockets_per_ip: usize, websockets_per_session: usize, long_polls_per_ip: usize) -> Self {
+        Self {
+            websockets_per_ip,
+            websockets_per_session,
+            long_polls_per_ip,
+            held: Arc::default(),
+        }
+    }
+
+    /// A WebSocket from `ip` on `session`: both caps, or `429` with `Retry-After`.
+    pub fn websocket(&self, ip: &str, session: &str) -> Result<[Held; 2], ApiError> {
+        Ok([
+            self.hold(format!("ws-ip:{ip}"), self.websockets_per_ip)?,
+            self.hold(format!("ws-session:{session}"), self.websockets_per_session)?,
+        ])
+    }
+
+    /// A long-poll from `ip`.
+    pub fn long_poll(&self, ip: &str) -> Result<Held, ApiError> {
+        self.hold(format!("poll-ip:{ip}"), self.long_polls_per_ip)
+    }
+
+    fn hold(&self, key: String, cap: usize) -> Result<Held, ApiError> {
+        if cap == 0 {
+            return Ok(Held {
+                key: None,
+                held: self.held.clone(),
+            });
+        }
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(key.clone()).or_default();
+        if *count >= cap {
+            return Err(ApiError::rate_limited(CAP_RETRY_SECS));
+        }
+        *count += 1;
+        Ok(Held {
+            key: Some(key),
+            held: self.held.clone(),
+        })
+    }
+
+    /// What is held now (for tests and metrics).
+    pub fn open(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cap_is_released_when_what_it_held_closes() {
+        let caps = OpenCaps::new(2, 1, 1);
+        let first = caps.websocket("1.2.3.4", "s1").unwrap();
+        assert!(caps.websocket("1.2.3.4", "s1").is_err(), "one socket per session");
+        let second = caps.websocket("1.2.3.4", "s2").unwrap();
+        assert!(caps.websocket("1.2.3.4", "s3").is_err(), "two per IP");
+        drop(first);
+        assert!(caps.websocket("1.2.3.4", "s1").is_ok());
+        drop(second);
+        let poll = caps.long_poll("1.2.3.4").unwrap();
+        assert!(caps.long_poll("1.2.3.4").is_err());
+        drop(poll);
+        assert_eq!(caps.open(), 0);
+    }
 }

@@ -329,7 +329,7 @@ fn pc_operations(add: &mut Add<'_>) {
             .param("wait", "query", false, json!({ "type": "integer", "minimum": 0 }), "Seconds to wait for a change.")
             .param("status", "query", false, schema_ref("Status"), "The status the page already knows.")
             .ok_json(200, "The session as the page sees it", schema_ref("BrowserView"), None)
-            .errors(&[(400, "invalid_status"), (400, "invalid_query")])
+            .errors(&[(400, "invalid_status"), (400, "invalid_query"), (429, "rate_limited")])
             .errors(SECRET)
             .errors(PAGE)
             .errors(&[(503, "signing_unavailable")])
@@ -394,7 +394,7 @@ fn pc_operations(add: &mut Add<'_>) {
                 101,
                 json!({ "description": "Switching Protocols; frames carry BrowserView JSON" }),
             )
-            .errors(&[(400, "websocket_required")])
+            .errors(&[(400, "websocket_required"), (429, "rate_limited")])
             .errors(PAGE)
             .errors(STORE)
             .done(),

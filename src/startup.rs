@@ -144,6 +144,11 @@ impl Application {
                 mini_program_calls_per_ip: settings.mini_program_calls_per_ip_per_minute,
                 scans_per_session: settings.scans_per_session_per_minute,
             },
+            caps: crate::limits::OpenCaps::new(
+                settings.websockets_per_ip,
+                settings.websockets_per_session,
+                settings.long_polls_per_ip,
+            ),
             trusted_proxies: settings.trusted_proxies.clone(),
             keys,
             master: master_keys,

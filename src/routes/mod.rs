@@ -44,6 +44,7 @@ pub struct AppState {
     pub ticket_ttl_secs: u64,
     pub metrics: Arc<Metrics>,
     pub limits: RateLimits,
+    pub caps: crate::limits::OpenCaps,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: crate::client_ip::TrustedProxies,
     pub pool: Arc<CodePool>,

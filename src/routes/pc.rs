@@ -120,6 +120,11 @@ async fn read(
 
     let baseline = known.unwrap_or(current.session.status);
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let _held = if wait.is_zero() {
+        None
+    } else {
+        Some(state.caps.long_poll(&state.client_info(&req).ip)?)
+    };
     let deadline = tokio::time::Instant::now() + wait;
     while current.session.status == baseline && !wait.is_zero() {
         match tokio::time::timeout_at(deadline, waiter.next_update(&state.store, &current)).await {

@@ -38,6 +38,7 @@ async fn connect(
         Err(e) if e.code == "session_not_found" => None,
         Err(e) => return Err(e),
     };
+    let held = state.caps.websocket(&state.client_info(&req).ip, id.as_str())?;
     let (response, socket, messages) = actix_ws::handle(&req, body)
         .map_err(|_| ApiError::bad_request("websocket_required", "This endpoint speaks WebSocket only."))?;
     let keys = state.keys.current().await?;
@@ -49,6 +50,7 @@ async fn connect(
         current,
         socket,
         messages,
+        held,
     ));
     Ok(response)
 }
@@ -101,6 +103,8 @@ async fn push_to_browser(
     current: Option<Versioned>,
     mut socket: actix_ws::Session,
     mut messages: actix_ws::MessageStream,
+    // Counted against the caps until this socket ends.
+    _held: [crate::limits::Held; 2],
 ) {
     let authenticated = authenticate(current.as_ref(), &mut socket, &mut messages).await;
     let (Ok(()), Some(mut current)) = (authenticated, current) else {

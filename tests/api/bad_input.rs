@@ -632,3 +632,52 @@ async fn a_junk_code_scan_flood_stops_before_wechat(backend: Backend) {
     }
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn sockets_and_long_polls_are_capped_and_freed() {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut settings = settings(Backend::Memory);
+    settings.websockets_per_session = 2;
+    settings.long_polls_per_ip = 1;
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let url = format!(
+        "{}/v1/login-sessions/{}/ws",
+        app.base.replacen("http", "ws", 1),
+        pc.id
+    );
+    let mut first = app.socket(&pc).await;
+    let _second = app.socket(&pc).await;
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), 429);
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        other => panic!("a third socket on one session: {:?}", other.map(|_| ())),
+    }
+    // Closing one frees its place.
+    first.close().await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while tokio_tungstenite::connect_async(url.as_str()).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the closed socket's place is freed");
+
+    // One long-poll per IP here: while one waits, a second is refused.
+    let polled = app.start().await;
+    let waiting = {
+        let http = app.http.clone();
+        let url = app.url(&format!("/v1/login-sessions/{}?wait=3", polled.id));
+        let secret = polled.secret.clone();
+        tokio::spawn(async move { http.get(url).bearer_auth(secret).send().await.unwrap().status() })
+    };
+    app.until_waiting(2).await; // the sockets' session, and now the polled one
+    let (status, body) = app.get_session(&polled, "?wait=3").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    assert_eq!(waiting.await.unwrap(), StatusCode::OK);
+}

@@ -409,6 +409,11 @@ impl Socket {
         .expect("no frame arrived")
     }
 
+    /// Closes from the client side.
+    pub async fn close(&mut self) {
+        let _ = self.stream.close(None).await;
+    }
+
     /// Waits for the server's normal close.
     pub async fn expect_normal_close(&mut self) {
         assert_eq!(self.closed_with().await.0, 1000, "normal closure");
