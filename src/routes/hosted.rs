@@ -125,49 +125,20 @@ fn render_login(
     if login_state.len() > MAX_STATE_LEN {
         return Err(PageError::bad("state is longer than 512 characters."));
     }
-    Ok(render(
-        state,
-        req,
-        &HostedLogin {
-            connection: &connection,
-            redirect_uri,
-            state: login_state,
-            mode,
-            response_mode,
-            lang,
-            refusal_to_redirect: oidc,
-        },
-    ))
-}
-
-/// What the hosted page is asked to do.
-struct HostedLogin<'a> {
-    connection: &'a Connection,
-    /// Where the ticket goes (a registered callback URL, or the relay's own OIDC finish).
-    redirect_uri: &'a str,
-    state: &'a str,
-    mode: &'a str,
-    response_mode: &'a str,
-    lang: &'a str,
-    /// A refusal on the phone (cancel, account hook deny) sends the browser to `redirect_uri`
-    /// with `error=access_denied` instead of offering a new code (the OIDC face).
-    refusal_to_redirect: bool,
-}
-
-/// The hosted login page.
-fn render(state: &AppState, req: &HttpRequest, page: &HostedLogin<'_>) -> HttpResponse {
     let config = json!({
-        "connection": page.connection.identifier,
-        "redirect_uri": page.redirect_uri,
-        "state": page.state,
-        "mode": page.mode,
-        "response_mode": page.response_mode,
-        "lang": page.lang,
-        "refusal_to_redirect": page.refusal_to_redirect,
+        "connection": connection.identifier,
+        "redirect_uri": redirect_uri,
+        "state": login_state,
+        "mode": mode,
+        "response_mode": response_mode,
+        "lang": lang,
+        // A refusal on the phone (cancel, account-hook deny) goes back to the OIDC finish as
+        // `error=access_denied` instead of offering a new code.
+        "refusal_to_redirect": oidc,
     });
     let body = LOGIN_PAGE
-        .replace("{{lang}}", page.lang)
-        .replace("{{title}}", &escape_html(&page.connection.display_name))
+        .replace("{{lang}}", lang)
+        .replace("{{title}}", &escape_html(&connection.display_name))
         // A JSON data block: `<` escaped so no value can close the element.
         .replace("{{config}}", &config.to_string().replace('<', "\\u003c"));
     let host = req
@@ -176,20 +147,20 @@ fn render(state: &AppState, req: &HttpRequest, page: &HostedLogin<'_>) -> HttpRe
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let wechat = origin_of(&state.wechat_open_base).unwrap_or("'none'");
-    let form_target = origin_of(page.redirect_uri).unwrap_or("'none'");
+    let form_target = origin_of(redirect_uri).unwrap_or("'none'");
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
          connect-src 'self' ws://{host} wss://{host}; frame-src 'self' {wechat}; form-action {form_target}; \
          frame-ancestors {}; base-uri 'none'",
-        frame_ancestors(page.connection)
+        frame_ancestors(&connection)
     );
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, csp))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(body)
+        .body(body))
 }
 
 /// Pages of the connection's allowed origins may frame the hosted page; nobody else may.
