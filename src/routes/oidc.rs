@@ -185,15 +185,11 @@ async fn start(
         form_post: back.form_post,
         binding_hash: token::hash(&binding),
     };
-    let stored = match serde_json::to_vec(&pending) {
-        Ok(bytes) => state
-            .store
-            .put_value(&oidc::pending_key(&request_id), &bytes, REQUEST_TTL_SECS)
-            .await
-            .is_ok(),
-        Err(_) => false,
-    };
-    if !stored {
+    let stored = state
+        .store
+        .put_record(&oidc::pending_key(&request_id), &pending, REQUEST_TTL_SECS)
+        .await;
+    if stored.is_err() {
         return back.error(
             "temporarily_unavailable",
             "The login service is briefly unavailable.",
@@ -241,11 +237,11 @@ fn binding_cookie(request_id: &str) -> String {
 async fn finish(state: web::Data<AppState>, req: HttpRequest, query: Query) -> HttpResponse {
     let lang = hosted::language(None, &req);
     let request_id = query.get("state").map(String::as_str).unwrap_or_default();
-    let pending = match state.store.take_value(&oidc::pending_key(request_id)).await {
-        Ok(Some(raw)) => serde_json::from_slice::<PendingAuthorization>(&raw).ok(),
-        _ => None,
-    };
-    let Some(pending) = pending else {
+    let pending = state
+        .store
+        .take_record::<PendingAuthorization>(&oidc::pending_key(request_id))
+        .await;
+    let Ok(Some(pending)) = pending else {
         return hosted::error_page(
             PageError::bad(
                 "This login request has expired or was already used: start again from the website.",
@@ -308,10 +304,9 @@ async fn grant(state: &AppState, pending: &PendingAuthorization, ticket: &str) -
         identity,
         auth_time: stored.session.finished_at.unwrap_or(now),
     };
-    let bytes = serde_json::to_vec(&grant).map_err(|_| ApiError::internal())?;
     state
         .store
-        .put_value(&oidc::grant_key(&code), &bytes, state.ticket_ttl_secs)
+        .put_record(&oidc::grant_key(&code), &grant, state.ticket_ttl_secs)
         .await?;
     Ok(code)
 }
@@ -367,7 +362,7 @@ fn form_post(redirect_uri: &str, params: &[(&str, &str)]) -> HttpResponse {
             )
         })
         .collect();
-    let origin = url_origin(redirect_uri);
+    let origin = crate::config::origin_of(redirect_uri).unwrap_or("'none'");
     let body = format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>…</title></head><body><form method="post" action="{}">{fields}<noscript><button type="submit">Continue</button></noscript></form><script>{SUBMIT}</script></body></html>"#,
         escape_html(redirect_uri)
@@ -381,15 +376,6 @@ fn form_post(redirect_uri: &str, params: &[(&str, &str)]) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .body(body)
-}
-
-/// `scheme://host[:port]` of a registered URL.
-fn url_origin(url: &str) -> String {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| after_scheme + i);
-    url[..end].to_owned()
 }
 
 /// An RFC 6749 §5.2 error from the token endpoint.
@@ -475,10 +461,8 @@ async fn token_endpoint(state: web::Data<AppState>, req: HttpRequest, body: web:
     let Some(code) = form.get("code") else {
         return invalid_request("code is missing.");
     };
-    let grant = match state.store.take_value(&oidc::grant_key(code)).await {
-        Ok(Some(raw)) => serde_json::from_slice::<Grant>(&raw).ok(),
-        Ok(None) => None,
-        Err(_) => return unavailable(),
+    let Ok(grant) = state.store.take_record::<Grant>(&oidc::grant_key(code)).await else {
+        return unavailable();
     };
     let Some(grant) = grant else {
         return invalid_grant("The code is not valid: unknown, expired or already used.");
@@ -534,16 +518,13 @@ fn client_auth(req: &HttpRequest, form: &HashMap<&str, &str>) -> Result<Option<C
 
 /// The client, if it proved who it is.
 fn authenticate(state: &AppState, auth: &ClientAuth) -> Option<Arc<Connection>> {
-    match auth {
-        ClientAuth::Secret { client_id, secret } => {
-            let connection = state.connection(Some(client_id)).ok()?;
-            connection.accepts_credential(secret).then_some(connection)
-        }
-        ClientAuth::None { client_id } => {
-            let connection = state.connection(Some(client_id)).ok()?;
-            connection.public_client.then_some(connection)
-        }
-    }
+    let (ClientAuth::Secret { client_id, .. } | ClientAuth::None { client_id }) = auth;
+    let connection = state.connection(Some(client_id)).ok()?;
+    let proven = match auth {
+        ClientAuth::Secret { secret, .. } => connection.accepts_credential(secret),
+        ClientAuth::None { .. } => connection.public_client,
+    };
+    proven.then_some(connection)
 }
 
 async fn issue_tokens(state: &AppState, connection: &Connection, grant: &Grant) -> Result<Value, ApiError> {
@@ -555,12 +536,11 @@ async fn issue_tokens(state: &AppState, connection: &Connection, grant: &Grant) 
         scope: grant.scope.clone(),
         identity: grant.identity.clone(),
     };
-    let bytes = serde_json::to_vec(&access).map_err(|_| ApiError::internal())?;
     state
         .store
-        .put_value(
+        .put_record(
             &oidc::access_key(&access_token),
-            &bytes,
+            &access,
             oidc::ACCESS_TOKEN_TTL_SECS,
         )
         .await?;
@@ -606,10 +586,8 @@ async fn userinfo(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
                 "Send Authorization: Bearer <access token>.",
             ));
     };
-    let access = match state.store.get_value(&oidc::access_key(token)).await {
-        Ok(Some(raw)) => serde_json::from_slice::<Access>(&raw).ok(),
-        Ok(None) => None,
-        Err(_) => return unavailable(),
+    let Ok(access) = state.store.get_record::<Access>(&oidc::access_key(token)).await else {
+        return unavailable();
     };
     let Some(access) = access else {
         return invalid();

@@ -128,7 +128,6 @@ async fn start(
         binding_hash: token::hash(&binding),
         return_to: request.return_to,
     };
-    let record = serde_json::to_vec(&started).map_err(|_| ApiError::internal())?;
     // One live state per session: a new one replaces the old, so a page asking again and again
     // holds one key in the store, not thousands.
     let latest = format!("website-latest:{id}");
@@ -139,7 +138,7 @@ async fn start(
             .await?;
     }
     let key = state_key(&login_state);
-    state.store.put_value(&key, &record, ttl).await?;
+    state.store.put_record(&key, &started, ttl).await?;
     state.store.put_value(&latest, key.as_bytes(), ttl).await?;
 
     let appid = &connection.app.appid;
@@ -200,9 +199,8 @@ async fn complete(
     let keys = state.keys.current().await?;
     let handoff = state
         .store
-        .take_value(&completion_key(&body.completion))
+        .take_record::<Handoff>(&completion_key(&body.completion))
         .await?
-        .and_then(|raw| serde_json::from_slice::<Handoff>(&raw).ok())
         .filter(|h| h.session == id)
         .ok_or_else(|| {
             ApiError::bad_request(
@@ -344,10 +342,9 @@ async fn finish(state: &AppState, req: &HttpRequest, query: &CallbackQuery) -> R
     // Taking the state consumes it: a replayed callback finds nothing.
     let started = state
         .store
-        .take_value(&state_key(login_state))
+        .take_record::<Started>(&state_key(login_state))
         .await
         .map_err(ApiError::from)?
-        .and_then(|raw| serde_json::from_slice::<Started>(&raw).ok())
         .ok_or_else(bad_state)?;
     let id = started.session;
     let current = state.session(&id).await?;
@@ -403,11 +400,10 @@ async fn finish(state: &AppState, req: &HttpRequest, query: &CallbackQuery) -> R
         session: id.clone(),
         identity: state.seal_identity(&identity)?,
     };
-    let record = serde_json::to_vec(&handoff).map_err(|_| ApiError::internal())?;
     let ttl = current.session.expires_at.saturating_sub(unix_now()).max(1);
     state
         .store
-        .put_value(&completion_key(&completion), &record, ttl)
+        .put_record(&completion_key(&completion), &handoff, ttl)
         .await
         .map_err(ApiError::from)?;
     let mut origins = connection.allowed_origins.clone();

@@ -197,6 +197,40 @@ impl SessionStore {
         dispatch!(self, s => s.take_value(key).await)
     }
 
+    /// A record (JSON) with a lifetime.
+    pub async fn put_record<T: serde::Serialize>(
+        &self,
+        key: &str,
+        record: &T,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let bytes =
+            serde_json::to_vec(record).map_err(|e| StoreError(format!("cannot encode a record: {e}")))?;
+        self.put_value(key, &bytes, ttl_secs).await
+    }
+
+    /// A record, if the key holds one that reads as `T`.
+    pub async fn get_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .get_value(key)
+            .await?
+            .and_then(|raw| serde_json::from_slice(&raw).ok()))
+    }
+
+    /// [`Self::take_value`] for a record: of concurrent callers, one gets it.
+    pub async fn take_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .take_value(key)
+            .await?
+            .and_then(|raw| serde_json::from_slice(&raw).ok()))
+    }
+
     pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.delete_value(key).await)
     }
