@@ -196,6 +196,14 @@ impl Op {
         self
     }
 
+    /// An operation of the page on its own session: the id in the path, the secret as bearer.
+    fn on_own_session(self) -> Self {
+        self.security("sessionSecret")
+            .session_id()
+            .errors(SECRET)
+            .errors(PAGE)
+    }
+
     fn session_id(self) -> Self {
         self.param(
             "id",
@@ -324,14 +332,11 @@ fn pc_operations(add: &mut Add<'_>) {
         "get",
         op("pc", "readLoginSession", "Read (or long-poll) a login session")
             .describe("With `wait=N` (≤ 30) answers as soon as the status differs from `status` (or the current one), or after N seconds.")
-            .security("sessionSecret")
-            .session_id()
+            .on_own_session()
             .param("wait", "query", false, json!({ "type": "integer", "minimum": 0 }), "Seconds to wait for a change.")
             .param("status", "query", false, schema_ref("Status"), "The status the page already knows.")
             .ok_json(200, "The session as the page sees it", schema_ref("BrowserView"), None)
             .errors(&[(400, "invalid_status"), (400, "invalid_query"), (429, "rate_limited")])
-            .errors(SECRET)
-            .errors(PAGE)
             .errors(&[(503, "signing_unavailable")])
             .errors(STORE)
             .done(),
@@ -340,11 +345,8 @@ fn pc_operations(add: &mut Add<'_>) {
         "/v1/login-sessions/{id}",
         "delete",
         op("pc", "cancelLoginSession", "Cancel a login session from the page")
-            .security("sessionSecret")
-            .session_id()
+            .on_own_session()
             .ok_json(200, "The cancelled session", schema_ref("BrowserView"), None)
-            .errors(SECRET)
-            .errors(PAGE)
             .errors(FINISHED)
             .errors(&[(503, "signing_unavailable")])
             .errors(STORE)
@@ -410,8 +412,7 @@ fn pc_operations(add: &mut Add<'_>) {
         .describe(
             "Issues a fresh single-use `state` and sets the HttpOnly binding cookie the callback checks.",
         )
-        .security("sessionSecret")
-        .session_id()
+        .on_own_session()
         .json_body(
             "StartRequest",
             false,
@@ -425,8 +426,6 @@ fn pc_operations(add: &mut Add<'_>) {
             None,
         )
         .errors(&[(400, "invalid_return_to")])
-        .errors(SECRET)
-        .errors(PAGE)
         .errors(FINISHED)
         .errors(STORE)
         .done(),
@@ -439,13 +438,10 @@ fn pc_operations(add: &mut Add<'_>) {
             "completeWebsiteLogin",
             "Finish an embedded website login with its completion code",
         )
-        .security("sessionSecret")
-        .session_id()
+        .on_own_session()
         .json_body("CompleteRequest", true, None)
         .ok_json(200, "The confirmed session", schema_ref("BrowserView"), None)
         .errors(&[(400, "invalid_completion")])
-        .errors(SECRET)
-        .errors(PAGE)
         .errors(FINISHED)
         .errors(&[(503, "signing_unavailable")])
         .errors(STORE)

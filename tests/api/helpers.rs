@@ -423,31 +423,34 @@ impl Socket {
 /// Runs `node --test` on one test file with `env`, one test at a time, and fails with Node's
 /// report unless every test passed. Node 20 needs a flag for its WebSocket client.
 pub async fn run_node_tests(file: &std::path::Path, env: &[(&str, String)]) {
-    let file = file.to_owned();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        let has_websocket = std::process::Command::new("node")
-            .args(["-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"])
-            .status()
-            .expect("node is not installed: apt-get install nodejs npm")
-            .success();
-        let mut node = std::process::Command::new("node");
-        if !has_websocket {
-            node.arg("--experimental-websocket");
-        }
-        node.args(["--test", "--test-concurrency=1"])
-            .arg(&file)
-            .envs(env)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .unwrap();
+    let has_websocket = std::process::Command::new("node")
+        .args(["-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"])
+        .status()
+        .expect("node is not installed: apt-get install nodejs npm")
+        .success();
+    let mut node = std::process::Command::new("node");
+    if !has_websocket {
+        node.arg("--experimental-websocket");
+    }
+    node.args(["--test", "--test-concurrency=1"]).arg(file);
+    for (name, value) in env {
+        node.env(name, value);
+    }
+    run_to_pass(node, "the Node tests", "# fail 0").await;
+}
+
+/// Runs an outside tool (off the async workers) and fails with its output unless it exits 0
+/// and says `marker`.
+pub async fn run_to_pass(mut command: std::process::Command, what: &str, marker: &str) {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "the Node tests failed:\n{report}");
-    assert!(report.contains("# fail 0"), "{report}");
+    assert!(output.status.success(), "{what} failed:\n{report}");
+    assert!(report.contains(marker), "{report}");
 }
