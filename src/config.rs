@@ -40,6 +40,9 @@ pub struct Settings {
     pub public_base_url: Option<String>,
     /// `redis://…`: the shared store for many instances. Without it, sessions live in memory.
     pub redis_url: Option<String>,
+    /// PEM certificates a `rediss://` server's certificate must chain to (a private CA);
+    /// the system's roots when absent.
+    pub redis_ca_file: Option<PathBuf>,
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
     #[serde(default = "default_wechat_api_base")]
@@ -76,6 +79,10 @@ pub struct Settings {
     /// Long-polls one client IP may have waiting on an instance (0: no cap).
     #[serde(default = "default_long_polls_per_ip")]
     pub long_polls_per_ip: usize,
+    /// On SIGTERM: how long requests in flight may take to finish after waiting browsers are
+    /// told to reconnect elsewhere.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the real client.
     #[serde(default)]
     pub trusted_proxies: crate::client_ip::TrustedProxies,
@@ -252,6 +259,9 @@ fn default_websockets_per_session() -> usize {
 }
 fn default_long_polls_per_ip() -> usize {
     50
+}
+fn default_shutdown_grace() -> u64 {
+    10
 }
 fn default_wechat_open_base() -> String {
     "https://open.weixin.qq.com".into()
@@ -753,6 +763,17 @@ impl Settings {
     }
 
     /// The master keys: the file's, or the sandbox's made-up one.
+    /// The private roots for `rediss://`, read from `redis_ca_file`.
+    pub fn redis_ca(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        self.redis_ca_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|e| ConfigError(format!("cannot read redis_ca_file {}: {e}", path.display())))
+            })
+            .transpose()
+    }
+
     pub fn master_keys(&self) -> Result<crate::crypto::MasterKeys, ConfigError> {
         match (&self.master_key_file, self.sandbox) {
             (Some(path), _) => crate::crypto::MasterKeys::from_file(path).map_err(|e| ConfigError(e.0)),

@@ -5,6 +5,9 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use std::fmt;
 
+/// What a 503 (a store, WeChat or hook outage) tells clients to wait before retrying.
+pub const RETRY_UNAVAILABLE_SECS: u64 = 2;
+
 /// An error a client sees: an HTTP status, a stable snake_case code and a human sentence.
 /// Internal causes are logged where they happen and never put in `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +15,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Sent as `Retry-After` (seconds) with 429s.
+    /// Sent as `Retry-After` (seconds) with 429s (503s send `RETRY_UNAVAILABLE_SECS` unless set).
     pub retry_after: Option<u64>,
     /// With a 422: the setting that is not acceptable.
     pub field: Option<String>,
@@ -111,7 +114,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if let Some(seconds) = self.retry_after {
+        // Every 503 says when to come back; a 429 says when its window reopens.
+        let retry_after = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_UNAVAILABLE_SECS));
+        if let Some(seconds) = retry_after {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(ErrorBody {

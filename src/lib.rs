@@ -21,6 +21,7 @@ pub mod push;
 pub mod routes;
 pub mod sandbox;
 pub mod session;
+pub mod shutdown;
 pub mod signing;
 pub mod startup;
 pub mod store;

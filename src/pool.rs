@@ -10,6 +10,7 @@ use crate::connections::Registry;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::session::SceneId;
+use crate::shutdown::Shutdown;
 use crate::store::{SessionStore, StoreError};
 use crate::wechat::{CodeRequest, WeChatClient, WeChatError};
 use actix_web::http::StatusCode;
@@ -200,7 +201,7 @@ impl CodePool {
 
     /// Fills the pool back to its size once it is below its low-water mark. One instance at a
     /// time refills a pool (a store lock); returns how many codes it added.
-    pub async fn refill(&self, connection: &Connection) -> Result<usize, CodeFailure> {
+    pub async fn refill(&self, connection: &Connection, shutdown: &Shutdown) -> Result<usize, CodeFailure> {
         let Some((size, low_water)) = Self::limits(connection) else {
             return Ok(0);
         };
@@ -219,7 +220,7 @@ impl CodePool {
         };
         let (mut added, mut failure) = (0, None);
         let mut missing = size - have;
-        while missing > 0 {
+        while missing > 0 && !shutdown.has_started() {
             let batch = missing.min(REFILL_CONCURRENCY);
             for result in join_all((0..batch).map(|_| self.add_one(connection, &key))).await {
                 match result {
@@ -250,13 +251,13 @@ impl CodePool {
             .map_err(CodeFailure::Store)
     }
 
-    /// Keeps every pooling connection's pool filled until the task is dropped; connections
+    /// Keeps every pooling connection's pool filled until the shutdown starts; connections
     /// added or changed at run time are picked up at the next round.
-    pub async fn run(self: Arc<Self>, registry: Arc<Registry>) {
-        loop {
+    pub async fn run(self: Arc<Self>, registry: Arc<Registry>, mut shutdown: Shutdown) {
+        while !shutdown.has_started() {
             let snapshot = registry.snapshot();
             for connection in snapshot.all().filter(|c| Self::limits(c).is_some()) {
-                if let Err(e) = self.refill(connection).await {
+                if let Err(e) = self.refill(connection, &shutdown).await {
                     self.metrics.pool_refill_errors.inc();
                     tracing::warn!(connection = %connection.identifier, error = %e, "code pool refill failed");
                 }
@@ -264,6 +265,7 @@ impl CodePool {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(CHECK_EVERY) => {}
+                () = shutdown.started() => {}
             }
         }
     }

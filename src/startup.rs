@@ -9,6 +9,7 @@ use crate::pool::CodePool;
 use crate::push::Hub;
 use crate::routes::{self, AppState};
 use crate::sandbox::{self, Simulator};
+use crate::shutdown;
 use crate::signing::KeyRing;
 use crate::store::{EventFeed, FeedItem, SessionStore, StoreError};
 use crate::wechat::WeChatClient;
@@ -20,6 +21,8 @@ use std::sync::Arc;
 
 /// Request bodies above this are refused (413): every body we accept is a small JSON object.
 const BODY_LIMIT: usize = 16 * 1024;
+/// How long the pool refiller may take to finish the code it is making once the server stopped.
+const REFILLER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug)]
 pub enum StartupError {
@@ -53,8 +56,11 @@ impl From<std::io::Error> for StartupError {
 pub struct Application {
     public_base_url: String,
     server: Server,
-    /// The event feed and the pool refiller: they stop with the server.
-    background: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: shutdown::Trigger,
+    /// The pool refiller: it stops between codes once the shutdown starts.
+    pooling: tokio::task::JoinHandle<()>,
+    /// The event feed: it stops with the server.
+    feed: tokio::task::JoinHandle<()>,
 }
 
 /// Error handlers shared by the relay and the standalone simulator: every extractor failure
@@ -86,9 +92,12 @@ impl Application {
         let master_keys = Arc::new(settings.master_keys().map_err(StartupError::Config)?);
         let admin_token = settings.admin_token().map_err(StartupError::Config)?;
         let store = match &settings.redis_url {
-            Some(url) => SessionStore::redis(url, &settings.key_prefix, settings.linger_secs)
-                .await
-                .map_err(StartupError::Store)?,
+            Some(url) => {
+                let ca_pem = settings.redis_ca().map_err(StartupError::Config)?;
+                SessionStore::redis(url, ca_pem, &settings.key_prefix, settings.linger_secs)
+                    .await
+                    .map_err(StartupError::Store)?
+            }
             None => SessionStore::memory(settings.linger_secs),
         };
         let wechat_base = if settings.mount_simulator {
@@ -125,8 +134,9 @@ impl Application {
         // Made (or read) now, so the first login does not wait and a bad master key stops the start.
         keys.current().await.map_err(StartupError::Keys)?;
         let metrics = Arc::new(Metrics::default());
+        let (trigger, stopping) = shutdown::channel();
         let pool = Arc::new(CodePool::new(store.clone(), wechat.clone(), metrics.clone()));
-        let pooling = tokio::spawn(pool.clone().run(connections.clone()));
+        let pooling = tokio::spawn(pool.clone().run(connections.clone(), stopping.clone()));
 
         let state = web::Data::new(AppState {
             connections,
@@ -153,6 +163,7 @@ impl Application {
             keys,
             master: master_keys,
             admin_token,
+            shutdown: stopping,
         });
         let simulator = settings
             .mount_simulator
@@ -183,11 +194,16 @@ impl Application {
             app.default_service(web::to(error::not_found))
         })
         .listen(listener)?
+        // Signals are ours (see `run_until_stopped`): browsers are told before the server stops.
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace_secs)
         .run();
         Ok(Self {
             public_base_url,
             server,
-            background: vec![feed, pooling],
+            shutdown: trigger,
+            pooling,
+            feed,
         })
     }
 
@@ -195,12 +211,24 @@ impl Application {
         &self.public_base_url
     }
 
-    /// Serves until the server stops (Ctrl-C or SIGTERM), then stops the background tasks.
+    /// Serves until SIGTERM or Ctrl-C. Then: no new connections; every waiting browser is told
+    /// to reconnect (to another instance, through the load balancer); requests in flight get
+    /// the grace period; the pool refiller finishes its code and releases its lock.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let trigger = self.shutdown;
+        let stopper = tokio::spawn(async move {
+            shutdown::signal().await;
+            tracing::info!("shutting down: waiting browsers are told to reconnect");
+            trigger.start();
+            handle.stop(true).await;
+        });
         let result = self.server.await;
-        for task in &self.background {
-            task.abort();
+        stopper.abort();
+        if tokio::time::timeout(REFILLER_GRACE, self.pooling).await.is_err() {
+            tracing::warn!("the code pool refiller did not stop in time");
         }
+        self.feed.abort();
         result
     }
 }

@@ -24,6 +24,14 @@ pub fn random_base62(len: usize) -> String {
     out
 }
 
+/// A random pause of up to `max`, so many clients retrying at once do not retry together.
+pub fn jitter(max: std::time::Duration) -> std::time::Duration {
+    let mut bytes = [0u8; 4];
+    // Without an entropy source the pause is simply 0.
+    let _ = getrandom::fill(&mut bytes);
+    max.mul_f64(f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX))
+}
+
 /// Hex SHA-256 of a token: what the stores keep instead of the raw value.
 pub fn hash(raw: impl AsRef<[u8]>) -> String {
     hex(&Sha256::digest(raw.as_ref()))

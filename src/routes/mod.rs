@@ -54,6 +54,8 @@ pub struct AppState {
     pub master: Arc<MasterKeys>,
     /// The operator's token for `/v1/admin/…`; the admin API is off without one.
     pub admin_token: Option<Secret>,
+    /// Started on SIGTERM: waiting browsers are sent elsewhere.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl AppState {

@@ -16,7 +16,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.store.ping().await?;
+    state.store.ready().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "store": state.store.kind() })))
 }
 

@@ -126,12 +126,17 @@ async fn read(
         Some(state.caps.long_poll(&state.client_info(&req).ip)?)
     };
     let deadline = tokio::time::Instant::now() + wait;
-    while current.session.status == baseline && !wait.is_zero() {
-        match tokio::time::timeout_at(deadline, waiter.next_update(&state.store, &current)).await {
-            Ok(Ok(Some(next))) => current = next,
-            Ok(Ok(None)) => return Err(ApiError::session_not_found()),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => break,
+    let mut shutdown = state.shutdown.clone();
+    // On shutdown a long-poll answers at once; the page's next one goes to another instance.
+    while current.session.status == baseline && !wait.is_zero() && !shutdown.has_started() {
+        tokio::select! {
+            next = tokio::time::timeout_at(deadline, waiter.next_update(&state.store, &current)) => match next {
+                Ok(Ok(Some(next))) => current = next,
+                Ok(Ok(None)) => return Err(ApiError::session_not_found()),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => break,
+            },
+            () = shutdown.started() => break,
         }
     }
     Ok(HttpResponse::Ok()

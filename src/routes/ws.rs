@@ -3,12 +3,16 @@
 //! URL, which proxies log); the server then sends the current state, one JSON text frame per
 //! change, pings every 20 s, and closes normally once the browser has nothing more to wait for.
 //! A wrong or missing secret closes the socket with 1008 (policy) and the error code as reason.
+//! While the store is unreachable the socket stays open (until the session's deadline) and
+//! re-reads once it answers. On shutdown the socket closes with 1012 (service restart): the
+//! page reconnects, through the load balancer, to another instance.
 
 use super::{AppState, scene_id};
 use crate::error::ApiError;
 use crate::push::Waiter;
-use crate::session::TicketKey;
-use crate::store::{SessionStore, Versioned};
+use crate::session::{TicketKey, unix_now};
+use crate::shutdown::Shutdown;
+use crate::store::{SessionStore, StoreError, Versioned};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message};
 use futures_util::StreamExt;
@@ -18,6 +22,10 @@ use std::time::Duration;
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A socket that has not authenticated by then is closed.
 const AUTH_WITHIN: Duration = Duration::from_secs(10);
+/// While the store is unreachable, each socket re-reads its session this often (plus jitter,
+/// so recovering Redis is not hit by every socket at once); the feed's resync comes first
+/// when it is back.
+const STORE_RETRY_EVERY: Duration = Duration::from_secs(2);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/login-sessions/{id}/ws", web::get().to(connect));
@@ -48,8 +56,8 @@ async fn connect(
         keys.ticket_key.clone(),
         waiter,
         current,
-        socket,
-        messages,
+        (socket, messages),
+        state.shutdown.clone(),
         held,
     ));
     Ok(response)
@@ -96,24 +104,47 @@ fn frame(current: &Versioned, key: &TicketKey) -> String {
     serde_json::to_string(&current.session.browser_view(key)).unwrap_or_default()
 }
 
+/// The next state to push: from the hub, or, while the store is unreachable, a re-read after
+/// a pause.
+async fn follow(
+    waiter: &mut Waiter,
+    store: &SessionStore,
+    current: &Versioned,
+    store_down: bool,
+) -> Result<Option<Versioned>, StoreError> {
+    if store_down {
+        tokio::time::sleep(STORE_RETRY_EVERY + crate::token::jitter(Duration::from_secs(1))).await;
+        return store.get(&current.session.id).await;
+    }
+    waiter.next_update(store, current).await
+}
+
+async fn close(socket: actix_ws::Session, code: CloseCode, reason: &str) {
+    let reason = CloseReason {
+        code,
+        description: Some(reason.into()),
+    };
+    let _ = socket.close(Some(reason)).await;
+}
+
 async fn push_to_browser(
     store: SessionStore,
     key: TicketKey,
     mut waiter: Waiter,
     current: Option<Versioned>,
-    mut socket: actix_ws::Session,
-    mut messages: actix_ws::MessageStream,
+    (mut socket, mut messages): (actix_ws::Session, actix_ws::MessageStream),
+    mut shutdown: Shutdown,
     // Counted against the caps until this socket ends.
     _held: [crate::limits::Held; 2],
 ) {
     let authenticated = authenticate(current.as_ref(), &mut socket, &mut messages).await;
     let (Ok(()), Some(mut current)) = (authenticated, current) else {
-        let code = authenticated.err().unwrap_or("invalid_secret");
-        let reason = CloseReason {
-            code: CloseCode::Policy,
-            description: Some(code.into()),
-        };
-        let _ = socket.close(Some(reason)).await;
+        close(
+            socket,
+            CloseCode::Policy,
+            authenticated.err().unwrap_or("invalid_secret"),
+        )
+        .await;
         return;
     };
     // A change made while the browser authenticated is already in the waiter: it comes next.
@@ -122,24 +153,36 @@ async fn push_to_browser(
         return;
     }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut store_down = false;
     while !current.session.status.is_final_for_browser() {
         tokio::select! {
-            update = waiter.next_update(&store, &current) => match update {
-                Ok(Some(next)) if next.version > current.version => {
-                    current = next;
-                    if socket.text(frame(&current, &key)).await.is_err() {
-                        return;
+            update = follow(&mut waiter, &store, &current, store_down) => match update {
+                Ok(Some(next)) => {
+                    store_down = false;
+                    if next.version > current.version {
+                        current = next;
+                        if socket.text(frame(&current, &key)).await.is_err() {
+                            return;
+                        }
                     }
                 }
-                Ok(Some(_)) => {}
                 Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "push stopped: store unavailable");
-                    let reason = CloseReason { code: CloseCode::Again, description: Some("store unavailable".into()) };
-                    let _ = socket.close(Some(reason)).await;
+                Err(e) if unix_now() < current.session.expires_at => {
+                    if !store_down {
+                        tracing::warn!(error = %e, "store unavailable: the socket waits for it");
+                    }
+                    store_down = true;
+                }
+                Err(_) => {
+                    // The session's deadline passed while the store was away: the page retries.
+                    close(socket, CloseCode::Again, "store_unavailable").await;
                     return;
                 }
             },
+            () = shutdown.started() => {
+                close(socket, CloseCode::Restart, "service_restart").await;
+                return;
+            }
             _ = ping.tick() => {
                 if socket.ping(b"").await.is_err() {
                     return;

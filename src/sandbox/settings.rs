@@ -112,6 +112,7 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         listen,
         public_base_url: None,
         redis_url,
+        redis_ca_file: None,
         key_prefix: "qrlogin:".into(),
         mount_simulator: wechat_api_base.is_none(),
         // A standalone simulator serves WeChat's login page too; a mounted one is placed at start.
@@ -128,6 +129,7 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         websockets_per_ip: 1000,
         websockets_per_session: 5,
         long_polls_per_ip: 200,
+        shutdown_grace_secs: 10,
         trusted_proxies: Default::default(),
         master_key_file: None,
         admin_token: Some(Secret::new(admin_token)),

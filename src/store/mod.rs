@@ -98,10 +98,16 @@ impl SessionStore {
         SessionStore::Memory(memory::MemoryStore::new(linger_secs))
     }
 
-    /// Connects to Redis (failing now, with the reason, if it cannot be reached).
-    pub async fn redis(url: &str, prefix: &str, linger_secs: u64) -> Result<Self, StoreError> {
+    /// Connects to Redis (failing now, with the reason, if it cannot be reached); `ca_pem`
+    /// holds the roots a `rediss://` server must chain to (the system's when `None`).
+    pub async fn redis(
+        url: &str,
+        ca_pem: Option<Vec<u8>>,
+        prefix: &str,
+        linger_secs: u64,
+    ) -> Result<Self, StoreError> {
         Ok(SessionStore::Redis(
-            redis::RedisStore::connect(url, prefix, linger_secs).await?,
+            redis::RedisStore::connect(url, ca_pem, prefix, linger_secs).await?,
         ))
     }
 
@@ -290,10 +296,11 @@ impl SessionStore {
         }
     }
 
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    /// Ready to serve: the store answers and this instance hears its events.
+    pub async fn ready(&self) -> Result<(), StoreError> {
         match self {
             SessionStore::Memory(_) => Ok(()),
-            SessionStore::Redis(s) => s.ping().await,
+            SessionStore::Redis(s) => s.ready().await,
         }
     }
 }

@@ -1,15 +1,22 @@
 //! The Redis store, for many relay instances. A session is a hash `{prefix}session:{<id>}`
 //! holding its version `v` and JSON `d`; changes are a Lua compare-and-set that also publishes
-//! the new record on `{prefix}events`. Each instance holds one subscription to that channel.
+//! the new record on `{prefix}events`. Each instance holds one subscription to that channel,
+//! pinged every few seconds so a link that went silent (a half-open TCP connection) is noticed,
+//! reopened and followed by a resync. `rediss://` speaks TLS (rustls).
 
 use super::{FeedItem, STORE_TIMEOUT, StoreError, Versioned};
 use crate::session::{LoginSession, SceneId, unix_now};
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::io::tcp::TcpSettings;
+use redis::{AsyncCommands, IntoConnectionInfo, Script};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// How often the event subscription proves it is alive with a PING round trip.
+const FEED_CHECK_EVERY: Duration = Duration::from_secs(3);
 
 const INSERT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -35,11 +42,14 @@ return 1";
 
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
+    /// Shared: a client with TLS settings is large, and only the subscription uses it.
+    client: Arc<redis::Client>,
     conn: ConnectionManager,
     prefix: Arc<str>,
     linger_secs: u64,
     scripts: Arc<Scripts>,
+    /// Whether this instance's event subscription is open and answering.
+    feed_up: Arc<AtomicBool>,
 }
 
 /// The Lua scripts, loaded once per store.
@@ -63,8 +73,15 @@ async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result
 }
 
 impl RedisStore {
-    pub async fn connect(url: &str, prefix: &str, linger_secs: u64) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(format!("bad redis url: {e}")))?;
+    /// `ca_pem`: the roots a `rediss://` server's certificate must chain to (the system's when
+    /// `None`).
+    pub async fn connect(
+        url: &str,
+        ca_pem: Option<Vec<u8>>,
+        prefix: &str,
+        linger_secs: u64,
+    ) -> Result<Self, StoreError> {
+        let client = open_client(url, ca_pem).map_err(|e| StoreError(format!("bad redis url: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(STORE_TIMEOUT))
             .set_response_timeout(Some(STORE_TIMEOUT))
@@ -74,7 +91,7 @@ impl RedisStore {
             .map_err(|_| StoreError(format!("redis at {} did not answer in time", redact_url(url))))?
             .map_err(|e| StoreError(format!("cannot connect to redis at {}: {e}", redact_url(url))))?;
         let store = Self {
-            client,
+            client: Arc::new(client),
             conn,
             prefix: prefix.into(),
             linger_secs,
@@ -84,6 +101,7 @@ impl RedisStore {
                 count: Script::new(COUNT),
                 delete_if: Script::new(DELETE_IF),
             }),
+            feed_up: Arc::new(AtomicBool::new(false)),
         };
         store.ping().await?;
         Ok(store)
@@ -115,6 +133,16 @@ impl RedisStore {
         bounded(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .map(|_| ())
+    }
+
+    /// Ready to serve: Redis answers and the event subscription is up.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.ping().await?;
+        if self.feed_up.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(StoreError("the event subscription is down; reconnecting".into()))
+        }
     }
 
     pub async fn insert(&self, session: &LoginSession) -> Result<(), StoreError> {
@@ -258,36 +286,66 @@ impl RedisStore {
     }
 
     pub async fn subscribe(&self) -> Result<RedisFeed, StoreError> {
-        let stream = open_subscription(&self.client, &self.channel()).await?;
+        let link = open_subscription(&self.client, &self.channel()).await?;
+        self.feed_up.store(true, Ordering::Relaxed);
         Ok(RedisFeed {
             client: self.client.clone(),
             channel: self.channel(),
-            stream: Some(stream),
+            link: Some(link),
+            up: self.feed_up.clone(),
+            check: tokio::time::interval_at(tokio::time::Instant::now() + FEED_CHECK_EVERY, FEED_CHECK_EVERY),
         })
     }
 }
 
-async fn open_subscription(client: &redis::Client, channel: &str) -> Result<PubSubStream, StoreError> {
-    let mut pubsub = bounded(client.get_async_pubsub()).await?;
-    bounded(pubsub.subscribe(channel)).await?;
-    Ok(pubsub.into_on_message())
+/// A client for `url`; TCP keepalive on, so a peer that vanished is noticed by the kernel too.
+fn open_client(url: &str, ca_pem: Option<Vec<u8>>) -> redis::RedisResult<redis::Client> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5));
+    let tcp = TcpSettings::default().set_nodelay(true).set_keepalive(keepalive);
+    let info = url.into_connection_info()?.set_tcp_settings(tcp);
+    match ca_pem {
+        Some(root_cert) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
 }
 
-/// This instance's one subscription. When the connection drops it reconnects and yields
-/// `Resync`, since events published meanwhile are lost.
+async fn open_subscription(
+    client: &redis::Client,
+    channel: &str,
+) -> Result<(PubSubSink, PubSubStream), StoreError> {
+    let mut pubsub = bounded(client.get_async_pubsub()).await?;
+    bounded(pubsub.subscribe(channel)).await?;
+    Ok(pubsub.split())
+}
+
+/// This instance's one subscription. When the connection drops, or stops answering its PING,
+/// it reconnects and yields `Resync`, since events published meanwhile are lost.
 pub struct RedisFeed {
-    client: redis::Client,
+    client: Arc<redis::Client>,
     channel: String,
-    stream: Option<PubSubStream>,
+    link: Option<(PubSubSink, PubSubStream)>,
+    up: Arc<AtomicBool>,
+    check: tokio::time::Interval,
 }
 
 impl RedisFeed {
     pub async fn next(&mut self) -> FeedItem {
         loop {
-            let Some(stream) = self.stream.as_mut() else {
+            let Some((sink, stream)) = self.link.as_mut() else {
                 match open_subscription(&self.client, &self.channel).await {
-                    Ok(stream) => {
-                        self.stream = Some(stream);
+                    Ok(link) => {
+                        self.link = Some(link);
+                        self.up.store(true, Ordering::Relaxed);
+                        self.check.reset();
+                        tracing::info!("redis event subscription reopened; resynchronising");
                         return FeedItem::Resync;
                     }
                     Err(e) => {
@@ -297,22 +355,46 @@ impl RedisFeed {
                     }
                 }
             };
-            match stream.next().await {
-                Some(msg) => {
-                    let payload = msg.get_payload::<String>().unwrap_or_default();
-                    if payload == super::CONNECTIONS_CHANGED {
-                        return FeedItem::ConnectionsChanged;
+            let alive = tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => {
+                        if let Some(item) = feed_item(&message) {
+                            return item;
+                        }
+                        true
                     }
-                    match serde_json::from_str::<Versioned>(&payload) {
-                        Ok(event) => return FeedItem::Changed(Box::new(event)),
-                        Err(_) => tracing::warn!("ignoring an unreadable session event"),
+                    None => {
+                        tracing::warn!("redis event subscription closed; reconnecting");
+                        false
                     }
-                }
-                None => {
-                    tracing::warn!("redis event subscription closed; reconnecting");
-                    self.stream = None;
-                }
+                },
+                _ = self.check.tick() => match bounded(sink.ping::<redis::Value>()).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis event subscription stopped answering; reconnecting");
+                        false
+                    }
+                },
+            };
+            if !alive {
+                self.link = None;
+                self.up.store(false, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// What one published message means (`None`: unreadable, ignored).
+fn feed_item(message: &redis::Msg) -> Option<FeedItem> {
+    let payload = message.get_payload::<String>().unwrap_or_default();
+    if payload == super::CONNECTIONS_CHANGED {
+        return Some(FeedItem::ConnectionsChanged);
+    }
+    match serde_json::from_str::<Versioned>(&payload) {
+        Ok(event) => Some(FeedItem::Changed(Box::new(event))),
+        Err(_) => {
+            tracing::warn!("ignoring an unreadable session event");
+            None
         }
     }
 }

@@ -1,0 +1,151 @@
+//! The worst day, with real processes: Redis killed and restarted mid-login, a subscription
+//! that silently stops delivering, Redis over TLS. Nothing is lost and the waiting browser is
+//! pushed the outcome.
+
+use crate::helpers::{Backend, settings, spawn_app_with};
+use crate::processes::{RedisServer, TcpProxy, until};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn redis_killed_and_restarted_mid_login_loses_nothing_and_the_socket_stays_open() {
+    let mut redis = RedisServer::start();
+    let mut settings = settings(Backend::Redis);
+    settings.redis_url = Some(redis.url());
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let mut socket = app.socket(&pc).await;
+    assert_eq!(socket.next_json().await["status"], "pending");
+    let scan = app.scan(&pc, "rita").await;
+    assert_eq!(socket.next_json().await["status"], "scanned");
+
+    redis.kill();
+    let outage = tokio::time::Instant::now();
+    // Requests are told the store is away and when to come back; readiness says so.
+    let created = app
+        .http
+        .post(app.url("/v1/login-sessions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        created.headers().contains_key("retry-after"),
+        "503 without Retry-After"
+    );
+    assert_eq!(
+        created.json::<serde_json::Value>().await.unwrap()["error"],
+        "store_unavailable"
+    );
+    let (status, body) = app.get_session(&pc, "").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable"))
+    );
+    let http = app.http.clone();
+    let readyz = app.url("/readyz");
+    until("readyz reports the outage", || {
+        let request = http.get(&readyz).send();
+        async move { request.await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE }
+    })
+    .await;
+
+    redis.restart();
+    until("readyz is ready again", || {
+        let request = http.get(&readyz).send();
+        async move { request.await.unwrap().status() == StatusCode::OK }
+    })
+    .await;
+    eprintln!("redis restart: ready again {:?} after the kill", outage.elapsed());
+
+    // The login goes on where it stopped, on the socket that waited through the outage.
+    let phone_code = app.phone_code("rita", "13800138000").await;
+    let (status, body) = app.confirm(&scan, &phone_code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let confirmed = socket.next_json().await;
+    assert_eq!(confirmed["status"], "confirmed");
+    let (status, redeemed) = app.redeem(confirmed["ticket"].as_str().unwrap(), "sandbox").await;
+    assert_eq!(status, StatusCode::OK, "{redeemed}");
+    assert_eq!(redeemed["user"]["phone_number"], "13800138000");
+}
+
+#[tokio::test]
+async fn a_subscription_gone_silent_is_noticed_reopened_and_the_missed_change_pushed() {
+    let redis = RedisServer::start();
+    let proxy = TcpProxy::start(vec![([127, 0, 0, 1], redis.port).into()]).await;
+    let mut settings = settings(Backend::Redis);
+    settings.redis_url = Some(proxy.url("redis"));
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let mut socket = app.socket(&pc).await;
+    assert_eq!(socket.next_json().await["status"], "pending");
+
+    // The subscription's TCP link goes half-open: no error, no close, no more events (and new
+    // subscriptions fare no better for now).
+    assert_eq!(proxy.silence_subscribers(), 1);
+    let cut = tokio::time::Instant::now();
+    // This change's event is lost on the silent link; only a resync can bring it.
+    app.scan(&pc, "sam").await;
+    let http = app.http.clone();
+    let readyz = app.url("/readyz");
+    until("readyz reports the silent subscription", || {
+        let request = http.get(&readyz).send();
+        async move { request.await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE }
+    })
+    .await;
+    eprintln!("silent subscription: noticed {:?} after the cut", cut.elapsed());
+
+    proxy.end_silence();
+    let healed = tokio::time::Instant::now();
+    assert_eq!(
+        socket.next_json().await["status"],
+        "scanned",
+        "the missed change, by resync"
+    );
+    eprintln!(
+        "silent subscription: missed change pushed {:?} after the link healed",
+        healed.elapsed()
+    );
+    until("readyz is ready again", || {
+        let request = http.get(&readyz).send();
+        async move { request.await.unwrap().status() == StatusCode::OK }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_carries_a_whole_login() {
+    let (redis, ca) = RedisServer::start_tls();
+    let mut settings = settings(Backend::Redis);
+    settings.redis_url = Some(format!("rediss://localhost:{}/", redis.port));
+    settings.redis_ca_file = Some(ca);
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let mut socket = app.socket(&pc).await;
+    assert_eq!(socket.next_json().await["status"], "pending");
+    app.log_in(&pc, "tess", "13800138000").await;
+    let confirmed = loop {
+        let frame = socket.next_json().await;
+        if frame["status"] == "confirmed" {
+            break frame;
+        }
+    };
+    let (status, _) = app.redeem(confirmed["ticket"].as_str().unwrap(), "sandbox").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rediss_refuses_a_server_whose_certificate_it_cannot_verify() {
+    let (redis, _ca) = RedisServer::start_tls();
+    let mut settings = settings(Backend::Redis);
+    // The system's roots do not include the test CA.
+    settings.redis_url = Some(format!("rediss://localhost:{}/", redis.port));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = qrlogin_relay::startup::Application::build(settings, listener).await;
+    let message = refused
+        .err()
+        .expect("an unverifiable server was accepted")
+        .to_string();
+    assert!(message.contains("redis"), "{message}");
+}

@@ -1,0 +1,322 @@
+//! Real processes the fault tests break on purpose: a `redis-server` of a test's own (stopped
+//! and restarted, or speaking TLS), a TCP proxy that can go silent, and the relay binary
+//! started with a config file (so it can be sent SIGTERM).
+
+use crate::helpers::PATIENCE;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "qrlogin-{name}-{}-{}",
+        std::process::id(),
+        qrlogin_relay::token::random_base62(6)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits until `check` holds, polling (a condition, never a fixed sleep); panics after PATIENCE.
+pub async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let started = tokio::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < PATIENCE, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `redis-server` owned by one test: its own port and directory, killed when dropped. It
+/// appends every write to disk before answering, so a kill and restart loses nothing.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = temp_dir("redis");
+        let args = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
+            .map(String::from)
+            .to_vec();
+        Self::launch(port, dir, args)
+    }
+
+    /// A server speaking TLS only, with a certificate for `localhost` from a private CA;
+    /// returns it and the CA's PEM file.
+    pub fn start_tls() -> (Self, PathBuf) {
+        let port = free_port();
+        let dir = temp_dir("redis-tls");
+        let made = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "set -e; ec='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'; \
+                 openssl req -x509 $ec -keyout ca.key -out ca.crt -subj /CN=test-ca -days 2; \
+                 openssl req $ec -keyout server.key -out server.csr -subj /CN=localhost; \
+                 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > san.ext; \
+                 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                   -out server.crt -days 2 -extfile san.ext",
+            )
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is not installed: apt-get install openssl");
+        assert!(made.success(), "openssl could not make the test certificates");
+        let file = |name: &str| dir.join(name).display().to_string();
+        let args = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--tls-cert-file".into(),
+            file("server.crt"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let ca = dir.join("ca.crt");
+        (Self::launch(port, dir, args), ca)
+    }
+
+    fn launch(port: u16, dir: PathBuf, mut args: Vec<String>) -> Self {
+        args.extend(
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+            ]
+            .map(String::from),
+        );
+        args.push(dir.display().to_string());
+        let mut server = Self {
+            port,
+            dir,
+            args,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server at once, as a crash or a power cut would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts the server on the same port and data, and waits until it listens.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: apt-get install redis-server");
+        self.child = Some(child);
+        let listening = (0..500).any(|_| {
+            let up = std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+            if !up {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            up
+        });
+        assert!(listening, "redis-server on port {} did not start", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One proxied connection: whether it carries a subscription, and whether it went silent.
+#[derive(Default)]
+struct Link {
+    subscriber: AtomicBool,
+    silent: AtomicBool,
+}
+
+/// A TCP proxy on loopback. New connections go to the first backend that accepts (so a
+/// stopped instance's traffic moves to the next one, as behind a load balancer); Redis
+/// subscriber connections can be made to go silent (a half-open link: nothing arrives,
+/// nothing is closed), the open ones and any opened while the silence lasts.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    links: Arc<Mutex<Vec<Arc<Link>>>>,
+    silence: Arc<AtomicBool>,
+}
+
+impl TcpProxy {
+    pub async fn start(backends: Vec<SocketAddr>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links: Arc<Mutex<Vec<Arc<Link>>>> = Arc::default();
+        let silence = Arc::new(AtomicBool::new(false));
+        let registry = links.clone();
+        let silencing = silence.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut upstream = None;
+                for backend in &backends {
+                    if let Ok(stream) = tokio::net::TcpStream::connect(backend).await {
+                        upstream = Some(stream);
+                        break;
+                    }
+                }
+                let Some(upstream) = upstream else { continue };
+                let link = Arc::new(Link::default());
+                registry.lock().unwrap().push(link.clone());
+                let (client_read, client_write) = client.into_split();
+                let (upstream_read, upstream_write) = upstream.into_split();
+                tokio::spawn(pump(
+                    client_read,
+                    upstream_write,
+                    link.clone(),
+                    Some(silencing.clone()),
+                ));
+                tokio::spawn(pump(upstream_read, client_write, link, None));
+            }
+        });
+        Self { addr, links, silence }
+    }
+
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://{}/", self.addr)
+    }
+
+    /// Every open subscriber connection, and every one opened until `end_silence`, stops
+    /// carrying bytes, both ways, without closing; returns how many were open.
+    pub fn silence_subscribers(&self) -> usize {
+        self.silence.store(true, Ordering::SeqCst);
+        let links = self.links.lock().unwrap();
+        links
+            .iter()
+            .filter(|link| link.subscriber.load(Ordering::SeqCst))
+            .inspect(|link| link.silent.store(true, Ordering::SeqCst))
+            .count()
+    }
+
+    /// New subscriber connections work again (the silenced ones stay silent).
+    pub fn end_silence(&self) {
+        self.silence.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction of a link; a silent link swallows what it reads. `silence` is given
+/// for the client's direction, where subscriptions are recognised.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    link: Arc<Link>,
+    silence: Option<Arc<AtomicBool>>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let bytes = &buffer[..read];
+        if let Some(silence) = &silence
+            && bytes.windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+        {
+            link.subscriber.store(true, Ordering::SeqCst);
+            if silence.load(Ordering::SeqCst) {
+                link.silent.store(true, Ordering::SeqCst);
+            }
+        }
+        if link.silent.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(bytes).await.is_err() {
+            break;
+        }
+    }
+    if !link.silent.load(Ordering::SeqCst) {
+        let _ = to.shutdown().await;
+    }
+}
+
+/// The relay binary, `serve --config FILE`, on a port of its own.
+pub struct RelayProcess {
+    child: Child,
+}
+
+impl RelayProcess {
+    pub async fn start(config: &str, dir: &Path, name: &str, port: u16) -> Self {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, format!("listen = \"127.0.0.1:{port}\"\n{config}")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_qrlogin-relay"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let http = reqwest::Client::new();
+        until(&format!("relay {name} answers /readyz"), || {
+            let request = http.get(format!("http://{addr}/readyz")).send();
+            async move { request.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        Self { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit on its own; its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < PATIENCE, "the relay did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
