@@ -88,6 +88,8 @@
   /** Long-poll: how long one request waits for a change. */
   var POLL_WAIT_SECS = 25;
   var BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+  /** After a relay restart (close 1012), reconnect within this long. */
+  var RESTART_JITTER_MS = 1000;
 
   function pickLang(asked) {
     if (asked === 'zh-CN' || asked === 'en') return asked;
@@ -360,6 +362,14 @@
     };
     socket.onclose = function (event) {
       if (generation !== self.generation || session.over) return;
+      if (event.code === 1012) {
+        // The relay instance is restarting: reconnect (the load balancer picks another one)
+        // after a short random pause, so its browsers do not all arrive at once.
+        self.retryTimer = global.setTimeout(function () {
+          if (generation === self.generation) self.connect(generation);
+        }, Math.random() * RESTART_JITTER_MS);
+        return;
+      }
       if (!delivered && self.failures === 0) {
         // The socket never carried a frame: WebSockets are blocked on this network.
         self.transport = 'poll';

@@ -5,8 +5,10 @@
 //! the OIDC face through openid-client); screenshots of every state land in
 //! `target/browser-screenshots/`.
 
-use crate::helpers::{Backend, run_node_tests, settings, spawn_app_with};
+use crate::helpers::{Backend, redis_url, run_node_tests, settings, spawn_app_with, spawn_simulator};
+use crate::processes::{RelayProcess, TcpProxy, temp_dir};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use qrlogin_relay::sandbox::{SANDBOX_APP_SECRET, SANDBOX_APPID};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -146,4 +148,63 @@ async fn the_pc_side_works_in_chromium() {
     ];
     run_node_tests(&browser_dir().join("pc_side.test.mjs"), &env).await;
     run_node_tests(&browser_dir().join("oidc.test.mjs"), &env).await;
+}
+
+/// Two relay processes on one Redis behind a balancer (the test's TCP proxy, which sends new
+/// connections to the first instance that accepts them); the hosted page waits on the first,
+/// which is sent SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_waiting_on_a_stopping_instance_reconnects_to_another_and_logs_in() {
+    let chromium = prepare();
+    let relay_address = RelayAddress::default();
+    let site = spawn_site(relay_address.clone());
+    let simulator = spawn_simulator();
+    let (first_port, second_port) = (crate::processes::free_port(), crate::processes::free_port());
+    let balancer = TcpProxy::start(vec![
+        ([127, 0, 0, 1], first_port).into(),
+        ([127, 0, 0, 1], second_port).into(),
+    ])
+    .await;
+    let relay = format!("http://{}", balancer.addr);
+    relay_address.set(relay.clone()).unwrap();
+    let dir = temp_dir("restart");
+    let master_key = dir.join("master.key");
+    std::fs::write(&master_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    let config = format!(
+        r#"public_base_url = "{relay}"
+redis_url = "{redis}"
+key_prefix = "test-{prefix}:"
+wechat_api_base = "{simulator}"
+master_key_file = "{master_key}"
+shutdown_grace_secs = 5
+
+[[connections]]
+identifier = "default"
+display_name = "Restart test"
+appid = "{SANDBOX_APPID}"
+app_secret = "{SANDBOX_APP_SECRET}"
+backend_secret = "sandbox"
+pool_size = 0
+callback_urls = ["{site}/callback.html"]
+"#,
+        redis = redis_url(),
+        prefix = qrlogin_relay::token::random_base62(8),
+        master_key = master_key.display(),
+    );
+    let mut first = RelayProcess::start(&config, &dir, "first", first_port).await;
+    let _second = RelayProcess::start(&config, &dir, "second", second_port).await;
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let env = [
+        ("RELAY", relay),
+        ("SITE", site),
+        ("WECHAT", simulator),
+        ("CHROMIUM", chromium),
+        ("SHOTS", shots.display().to_string()),
+        ("STOPPING_PID", first.pid().to_string()),
+    ];
+    run_node_tests(&browser_dir().join("restart.test.mjs"), &env).await;
+    let status = first.exited().await;
+    assert!(status.success(), "the stopped instance exits cleanly: {status}");
 }
