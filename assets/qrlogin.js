@@ -88,6 +88,8 @@
   /** Long-poll: how long one request waits for a change. */
   var POLL_WAIT_SECS = 25;
   var BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+  /** A popup whose opener never confirms the ticket closes after this long. */
+  var POPUP_CLOSE_FALLBACK_MS = 3000;
   /** After a relay restart (close 1012), reconnect within this long. */
   var RESTART_JITTER_MS = 1000;
 
@@ -592,6 +594,9 @@
         if (event.origin !== relayOrigin || event.source !== win) return;
         if (!data || data.type !== 'qrlogin' || data.state !== state) return;
         cleanup();
+        // The popup closes once it hears we have the ticket (closing sooner could drop the
+        // message: a closed window's messages may arrive without their source).
+        win.postMessage({ type: 'qrlogin-received', state: state }, relayOrigin);
         resolve({ ticket: data.ticket, state: data.state });
       }
       global.addEventListener('message', onMessage);
@@ -604,8 +609,13 @@
     function deliver(result) {
       var target = originOf(config.redirect_uri);
       if (config.mode === 'popup' && global.opener) {
+        global.addEventListener('message', function (event) {
+          var data = event.data;
+          if (event.origin === target && data && data.type === 'qrlogin-received' && data.state === config.state) global.close();
+        });
         global.opener.postMessage({ type: 'qrlogin', ticket: result.ticket, state: config.state }, target);
-        global.close();
+        // An opener that never answers (navigated away) still gets its window closed.
+        global.setTimeout(function () { global.close(); }, POPUP_CLOSE_FALLBACK_MS);
         return;
       }
       if (config.response_mode === 'form_post') {

@@ -2,6 +2,10 @@
 //! URL). Access tokens come from `stable_token`, are cached per AppID in the session store so
 //! every instance shares them, and are refreshed by one caller at a time (a store lock).
 //! A call refused for a stale token (40001/40014/42001) refreshes and retries once.
+//! Transient failures (no answer, HTTP 5xx, errcode -1 "system busy", 45009/45011 frequency
+//! limits) are retried up to `ATTEMPTS` times with doubling, jittered pauses, but only where a
+//! retry cannot spend anything twice: token fetches and code minting always; calls carrying a
+//! person's single-use code only when the request never left (no connection).
 
 use crate::config::WeChatApp;
 use crate::error::ApiError;
@@ -18,6 +22,11 @@ const TOKEN_ERRORS: [i64; 3] = [40001, 40014, 42001];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const TOKEN_LOCK_MS: u64 = 10_000;
 const TOKEN_WAIT_STEP: Duration = Duration::from_millis(25);
+/// Tries per call, and the pause before the first retry (doubled after each, jittered).
+const ATTEMPTS: u32 = 3;
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// WeChat's errcodes for "busy, try again": system busy, and the frequency limits.
+const BUSY_ERRORS: [i64; 3] = [-1, 45009, 45011];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WeChatError {
@@ -26,8 +35,10 @@ pub enum WeChatError {
         errcode: i64,
         errmsg: String,
     },
-    /// No answer (connection refused, timeout).
+    /// No answer (timeout, connection lost): the request may have reached WeChat.
     Unreachable(String),
+    /// No connection: the request never left.
+    Unsent(String),
     /// An answer we cannot read.
     BadResponse(String),
     Store(StoreError),
@@ -37,7 +48,7 @@ impl fmt::Display for WeChatError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WeChatError::Api { errcode, errmsg } => write!(f, "wechat errcode {errcode}: {errmsg}"),
-            WeChatError::Unreachable(e) => write!(f, "wechat unreachable: {e}"),
+            WeChatError::Unreachable(e) | WeChatError::Unsent(e) => write!(f, "wechat unreachable: {e}"),
             WeChatError::BadResponse(e) => write!(f, "unreadable wechat response: {e}"),
             WeChatError::Store(e) => write!(f, "{e}"),
         }
@@ -55,6 +66,18 @@ impl From<StoreError> for WeChatError {
 impl WeChatError {
     fn is_stale_token(&self) -> bool {
         matches!(self, WeChatError::Api { errcode, .. } if TOKEN_ERRORS.contains(errcode))
+    }
+
+    /// Whether trying again may help; `replayable`: whether the request may be sent twice
+    /// (it carries no single-use code).
+    fn may_retry(&self, replayable: bool) -> bool {
+        match self {
+            WeChatError::Unsent(_) => true,
+            WeChatError::Unreachable(_) => replayable,
+            WeChatError::BadResponse(e) => replayable && e.starts_with("HTTP 5"),
+            WeChatError::Api { errcode, .. } => replayable && BUSY_ERRORS.contains(errcode),
+            WeChatError::Store(_) => false,
+        }
     }
 }
 
@@ -82,7 +105,7 @@ impl From<WeChatError> for ApiError {
                 "wechat_rejected",
                 "WeChat refused the relay's request; the operator should check this connection's WeChat settings.",
             ),
-            WeChatError::Unreachable(_) => ApiError::new(
+            WeChatError::Unreachable(_) | WeChatError::Unsent(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "wechat_unavailable",
                 "WeChat cannot be reached right now; retry shortly.",
@@ -190,7 +213,8 @@ impl WeChatClient {
         app: &WeChatApp,
         request: &CodeRequest<'_>,
     ) -> Result<Vec<u8>, WeChatError> {
-        self.with_token(app, |token: String| async move {
+        // Minting a code again only costs quota: replayable.
+        self.with_token(app, true, |token: String| async move {
             let url = format!("{}/wxa/getwxacodeunlimit", self.base);
             let response = self
                 .http
@@ -229,7 +253,8 @@ impl WeChatClient {
         openid: &str,
     ) -> Result<Phone, WeChatError> {
         let response: PhoneResponse = self
-            .with_token(app, |token: String| async move {
+            // The phone code is single-use: sent again only if it never left.
+            .with_token(app, false, |token: String| async move {
                 let url = format!("{}/wxa/business/getuserphonenumber", self.base);
                 let body = json!({ "code": code, "openid": openid });
                 parse(
@@ -289,7 +314,11 @@ impl WeChatClient {
             (code_param, code),
             ("grant_type", "authorization_code"),
         ];
-        parse(&read(self.http.get(format!("{}{path}", self.base)).query(&query).send()).await?)
+        // The code is single-use: sent again only if it never left.
+        retrying(false, || async {
+            parse(&read(self.http.get(format!("{}{path}", self.base)).query(&query).send()).await?)
+        })
+        .await
     }
 
     /// The profile a website grant may read.
@@ -300,25 +329,37 @@ impl WeChatClient {
             ("openid", &grant.openid),
             ("lang", "zh_CN"),
         ];
-        parse(&read(self.http.get(url).query(&query).send()).await?)
+        retrying(true, || async {
+            parse(&read(self.http.get(&url).query(&query).send()).await?)
+        })
+        .await
     }
 
-    /// Runs `call` with the app's access token; on a stale-token answer, refreshes once and retries.
+    /// Runs `call` with the app's access token; on a stale-token answer, refreshes once and
+    /// tries again; transient failures are retried as `replayable` allows.
     /// (`call` takes the token by value: futures borrowing a higher-ranked `&str` are not `Send`.)
-    async fn with_token<T, F, Fut>(&self, app: &WeChatApp, call: F) -> Result<T, WeChatError>
+    async fn with_token<T, F, Fut>(
+        &self,
+        app: &WeChatApp,
+        replayable: bool,
+        call: F,
+    ) -> Result<T, WeChatError>
     where
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, WeChatError>>,
     {
-        let token = self.access_token(app, None).await?;
-        match call(token.clone()).await {
-            Err(e) if e.is_stale_token() => {
-                tracing::info!(appid = %app.appid, "access token refused; refreshing once");
-                let fresh = self.access_token(app, Some(&token)).await?;
-                call(fresh).await
+        retrying(replayable, || async {
+            let token = self.access_token(app, None).await?;
+            match call(token.clone()).await {
+                Err(e) if e.is_stale_token() => {
+                    tracing::info!(appid = %app.appid, "access token refused; refreshing once");
+                    let fresh = self.access_token(app, Some(&token)).await?;
+                    call(fresh).await
+                }
+                other => other,
             }
-            other => other,
-        }
+        })
+        .await
     }
 
     /// The cached token unless it is `stale`; otherwise one caller (across all instances)
@@ -372,13 +413,38 @@ impl WeChatClient {
             });
             self.http.post(&url).json(&body).send()
         };
-        let token: TokenResponse = parse(&read(request(false)).await?)?;
+        let fetch = |force_refresh: bool| {
+            retrying(true, move || async move {
+                parse::<TokenResponse>(&read(request(force_refresh)).await?)
+            })
+        };
+        let token = fetch(false).await?;
         if Some(token.access_token.as_str()) == stale {
             // WeChat still hands out the token it just refused: force a new one.
-            let forced: TokenResponse = parse(&read(request(true)).await?)?;
+            let forced = fetch(true).await?;
             return Ok((forced.access_token, forced.expires_in));
         }
         Ok((token.access_token, token.expires_in))
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or has been tried `ATTEMPTS` times.
+async fn retrying<T, Fut>(replayable: bool, call: impl Fn() -> Fut) -> Result<T, WeChatError>
+where
+    Fut: std::future::Future<Output = Result<T, WeChatError>>,
+{
+    let mut pause = FIRST_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if attempt < ATTEMPTS && e.may_retry(replayable) => {
+                tracing::info!(attempt, error = %e, "wechat call failed; retrying");
+                tokio::time::sleep(pause / 2 + crate::token::jitter(pause)).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -386,9 +452,15 @@ async fn read(
     response: impl std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
 ) -> Result<Vec<u8>, WeChatError> {
     // `without_url`: the URL may carry a secret or token in its query.
-    let response = response
-        .await
-        .map_err(|e| WeChatError::Unreachable(e.without_url().to_string()))?;
+    let response = response.await.map_err(|e| {
+        let unsent = e.is_connect();
+        let reason = e.without_url().to_string();
+        if unsent {
+            WeChatError::Unsent(reason)
+        } else {
+            WeChatError::Unreachable(reason)
+        }
+    })?;
     if !response.status().is_success() {
         return Err(WeChatError::BadResponse(format!("HTTP {}", response.status())));
     }

@@ -3,6 +3,7 @@
 //! checks, sun-code images), plus `/_sim/*` control endpoints that mint what a phone would get.
 //! It is the newcomer's sandbox and what the tests talk to; it keeps its state in memory.
 
+mod controls;
 mod settings;
 mod sun_code;
 mod website;
@@ -102,6 +103,8 @@ struct SimState {
     /// Website grants, by refresh token.
     sns: HashMap<String, website::SnsGrant>,
     failures: HashMap<String, VecDeque<i64>>,
+    /// Added latency per API, optionally for one AppID only.
+    delays: HashMap<String, controls::Delay>,
     calls: HashMap<String, u64>,
 }
 
@@ -172,11 +175,18 @@ impl Simulator {
         code
     }
 
-    /// Counts the call and consumes an injected failure for `api`, if one is queued.
-    fn enter(&self, api: &str) -> Result<(), SimError> {
-        let mut state = self.state();
-        *state.calls.entry(api.to_owned()).or_default() += 1;
-        match state.failures.get_mut(api).and_then(VecDeque::pop_front) {
+    /// Counts the call, waits out any latency set for `api` (and `appid`, when the caller
+    /// names one), and consumes an injected failure for `api`, if one is queued.
+    async fn enter(&self, api: &str, appid: Option<&str>) -> Result<(), SimError> {
+        let delay = {
+            let mut state = self.state();
+            *state.calls.entry(api.to_owned()).or_default() += 1;
+            state.delays.get(api).and_then(|d| d.applies_to(appid))
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        match self.state().failures.get_mut(api).and_then(VecDeque::pop_front) {
             Some(errcode) => Err((errcode, "injected failure")),
             None => Ok(()),
         }
@@ -344,9 +354,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
     cfg.route("/_sim/login-code", web::post().to(mint_login_code))
         .route("/_sim/phone-code", web::post().to(mint_phone_code))
-        .route("/_sim/fail-next", web::post().to(fail_next))
-        .route("/_sim/revoke-tokens", web::post().to(revoke_tokens))
-        .route("/_sim/stats", web::get().to(stats))
+        .configure(controls::configure)
         .configure(website::configure);
 }
 
@@ -354,7 +362,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn plain_token(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
     let q = query(&req);
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
-    respond(sim.enter("token").and_then(|_| {
+    respond(sim.enter("token", get("appid").into()).await.and_then(|_| {
         if get("grant_type") != "client_credential" {
             return Err((40002, "invalid grant_type"));
         }
@@ -375,7 +383,8 @@ async fn plain_token(sim: web::Data<Simulator>, req: HttpRequest) -> HttpRespons
 /// POST /cgi-bin/stable_token: the same token until five minutes before it lapses;
 /// `force_refresh` rotates it at once, at most 20 times a day and 30 s apart.
 async fn stable_token(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
-    respond(sim.enter("stable_token").and_then(|_| {
+    let appid = json_body(&body).ok().map(|b| str_field(&b, "appid").to_owned());
+    respond(sim.enter("stable_token", appid.as_deref()).await.and_then(|_| {
         let body = json_body(&body)?;
         if str_field(&body, "grant_type") != "client_credential" {
             return Err((40002, "invalid grant_type"));
@@ -480,13 +489,20 @@ fn colour(line: &Option<HashMap<String, Value>>) -> [u8; 3] {
 /// POST /wxa/getwxacodeunlimit: the image bytes (PNG, labelled image/jpeg as WeChat does), or
 /// a JSON error.
 async fn unlimited_code(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let checked = sim.enter("getwxacodeunlimit").and_then(|_| {
-        let state = sim.state();
-        let appid = state.app_of_token(query(&req).get("access_token").map(String::as_str), now())?;
-        let body: CodeBody = serde_json::from_slice(&body).map_err(|_| (47001, "data format error"))?;
-        let scene = check_code_request(&state, &appid, &body)?;
-        Ok((scene, body))
-    });
+    let caller = {
+        let token = query(&req).get("access_token").cloned();
+        sim.state().app_of_token(token.as_deref(), now()).ok()
+    };
+    let checked = sim
+        .enter("getwxacodeunlimit", caller.as_deref())
+        .await
+        .and_then(|_| {
+            let state = sim.state();
+            let appid = state.app_of_token(query(&req).get("access_token").map(String::as_str), now())?;
+            let body: CodeBody = serde_json::from_slice(&body).map_err(|_| (47001, "data format error"))?;
+            let scene = check_code_request(&state, &appid, &body)?;
+            Ok((scene, body))
+        });
     let (scene, body) = match checked {
         Ok(ok) => ok,
         Err(e) => return wechat_error(e),
@@ -512,26 +528,30 @@ async fn unlimited_code(sim: web::Data<Simulator>, req: HttpRequest, body: web::
 async fn code_to_session(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
     let q = query(&req);
     let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
-    respond(sim.enter("jscode2session").and_then(|_| {
-        if get("grant_type") != "authorization_code" {
-            return Err((40002, "invalid grant_type"));
-        }
-        let mut state = sim.state();
-        state.authenticate(get("appid"), get("secret"))?;
-        let (user, _) = state.redeem_grant(get("js_code"), get("appid"), Want::Login, now())?;
-        let (openid, unionid) = state.identity(get("appid"), &user);
-        let session_key = STANDARD.encode(&Sha256::digest(token::random_base62(16).as_bytes())[..16]);
-        let mut answer = json!({ "openid": openid, "session_key": session_key });
-        if let Some(unionid) = unionid {
-            answer["unionid"] = json!(unionid);
-        }
-        Ok(answer)
-    }))
+    respond(
+        sim.enter("jscode2session", get("appid").into())
+            .await
+            .and_then(|_| {
+                if get("grant_type") != "authorization_code" {
+                    return Err((40002, "invalid grant_type"));
+                }
+                let mut state = sim.state();
+                state.authenticate(get("appid"), get("secret"))?;
+                let (user, _) = state.redeem_grant(get("js_code"), get("appid"), Want::Login, now())?;
+                let (openid, unionid) = state.identity(get("appid"), &user);
+                let session_key = STANDARD.encode(&Sha256::digest(token::random_base62(16).as_bytes())[..16]);
+                let mut answer = json!({ "openid": openid, "session_key": session_key });
+                if let Some(unionid) = unionid {
+                    answer["unionid"] = json!(unionid);
+                }
+                Ok(answer)
+            }),
+    )
 }
 
 /// POST /wxa/business/getuserphonenumber
 async fn phone_number(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    respond(sim.enter("getuserphonenumber").and_then(|_| {
+    respond(sim.enter("getuserphonenumber", None).await.and_then(|_| {
         let mut state = sim.state();
         let appid = state.app_of_token(query(&req).get("access_token").map(String::as_str), now())?;
         let body = json_body(&body)?;
@@ -611,51 +631,6 @@ async fn mint_login_code(sim: web::Data<Simulator>, body: web::Bytes) -> HttpRes
 /// POST /_sim/phone-code {"appid"?, "user", "phone"?}: what the phone-number button gives.
 async fn mint_phone_code(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
     mint(&sim, &body, Want::Phone)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailNext {
-    api: String,
-    errcode: i64,
-    #[serde(default = "one")]
-    times: usize,
-}
-
-fn one() -> usize {
-    1
-}
-
-/// POST /_sim/fail-next {"api", "errcode", "times"?}: the next calls of `api` (token,
-/// stable_token, getwxacodeunlimit, jscode2session, getuserphonenumber) fail with `errcode`;
-/// `times: 0` stops injecting.
-async fn fail_next(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
-    let Ok(request) = serde_json::from_slice::<FailNext>(&body) else {
-        return control_error("expected {\"api\", \"errcode\", \"times\"?}");
-    };
-    // Replaces what was queued for that API: `times: 0` clears it.
-    let failures = std::iter::repeat_n(request.errcode, request.times.min(1_000_000)).collect();
-    sim.state().failures.insert(request.api, failures);
-    HttpResponse::Ok().json(json!({ "ok": true }))
-}
-
-/// POST /_sim/revoke-tokens {"appid"}: every token of the app stops working (40001), while
-/// `stable_token` still hands out the current one, as happens when WeChat retires it early.
-async fn revoke_tokens(sim: web::Data<Simulator>, body: web::Bytes) -> HttpResponse {
-    let appid = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("appid")?.as_str().map(str::to_owned));
-    let Some(appid) = appid else {
-        return control_error("expected {\"appid\"}");
-    };
-    let mut state = sim.state();
-    state.tokens.retain(|_, (owner, _)| *owner != appid);
-    HttpResponse::Ok().json(json!({ "ok": true }))
-}
-
-/// GET /_sim/stats: calls per API, for checking what the relay asked of WeChat.
-async fn stats(sim: web::Data<Simulator>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "calls": sim.state().calls }))
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ fn grant_answer(grant: &SnsGrant, refresh: &str, unionid: Option<String>, now: u
 /// GET /sns/oauth2/access_token: a website code (single use, ten minutes) → tokens.
 async fn access_token(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
     let q = query(&req);
-    respond(sim.enter("oauth2_access_token").and_then(|_| {
+    respond(sim.enter("oauth2_access_token", None).await.and_then(|_| {
         if param(&q, "grant_type") != "authorization_code" {
             return Err((40002, "invalid grant_type"));
         }
@@ -156,7 +156,7 @@ async fn access_token(sim: web::Data<Simulator>, req: HttpRequest) -> HttpRespon
 /// refresh token itself is never extended.
 async fn refresh_token(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
     let q = query(&req);
-    respond(sim.enter("oauth2_refresh_token").and_then(|_| {
+    respond(sim.enter("oauth2_refresh_token", None).await.and_then(|_| {
         if param(&q, "grant_type") != "refresh_token" {
             return Err((40002, "invalid grant_type"));
         }
@@ -204,7 +204,7 @@ fn granted<'a>(
 /// GET /sns/auth: is this access token good for this openid?
 async fn check_token(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
     let q = query(&req);
-    respond(sim.enter("sns_auth").and_then(|_| {
+    respond(sim.enter("sns_auth", None).await.and_then(|_| {
         granted(&sim.state(), &q, now())?;
         Ok(json!({ "errcode": 0, "errmsg": "ok" }))
     }))
@@ -213,7 +213,7 @@ async fn check_token(sim: web::Data<Simulator>, req: HttpRequest) -> HttpRespons
 /// GET /sns/userinfo: the profile. Gender and region are blank, as WeChat has sent since 2021.
 async fn user_info(sim: web::Data<Simulator>, req: HttpRequest) -> HttpResponse {
     let q = query(&req);
-    respond(sim.enter("userinfo").and_then(|_| {
+    respond(sim.enter("userinfo", None).await.and_then(|_| {
         let state = sim.state();
         let grant = granted(&state, &q, now())?;
         let (openid, unionid) = state.identity(&grant.appid, &grant.user);

@@ -154,3 +154,117 @@ async fn the_client_speaks_the_wire_format() {
         Err(WeChatError::Api { errcode: 40125, .. })
     ));
 }
+
+async fn steer(app: &crate::helpers::TestApp, control: &str, body: serde_json::Value) {
+    let response = app
+        .http
+        .post(format!("{}/_sim/{control}", app.wechat))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
+#[tokio::test]
+async fn busy_wechat_is_retried_with_backoff_where_a_retry_spends_nothing_twice() {
+    let app = spawn_app(Backend::Memory).await;
+    // Token fetch and code minting: retried through two busy answers.
+    steer(&app, "fail-next", json!({ "api": "stable_token", "errcode": -1 })).await;
+    steer(
+        &app,
+        "fail-next",
+        json!({ "api": "getwxacodeunlimit", "errcode": 45009, "times": 2 }),
+    )
+    .await;
+    let pc = app.start().await;
+    assert_eq!(app.sim_calls("stable_token").await, 2);
+    assert_eq!(app.sim_calls("getwxacodeunlimit").await, 3);
+
+    // Bounded: a WeChat that stays busy is a clear, retryable 503 after three tries.
+    steer(
+        &app,
+        "fail-next",
+        json!({ "api": "getwxacodeunlimit", "errcode": -1, "times": 10 }),
+    )
+    .await;
+    let response = app
+        .http
+        .post(app.url("/v1/login-sessions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "wechat_busy"
+    );
+    assert_eq!(app.sim_calls("getwxacodeunlimit").await, 6);
+    steer(
+        &app,
+        "fail-next",
+        json!({ "api": "getwxacodeunlimit", "errcode": -1, "times": 0 }),
+    )
+    .await;
+
+    // A person's single-use code that reached WeChat is never sent twice: the phone gets
+    // wechat_busy and retries with a new wx.login code.
+    steer(
+        &app,
+        "fail-next",
+        json!({ "api": "jscode2session", "errcode": -1 }),
+    )
+    .await;
+    let (status, body) = app.scan_as(&pc.id, "quinn").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("wechat_busy"))
+    );
+    assert_eq!(app.sim_calls("jscode2session").await, 1);
+    let (status, _) = app.scan_as(&pc.id, "quinn").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_slow_wechat_for_one_appid_does_not_slow_logins_on_another() {
+    let mut settings = settings(Backend::Memory);
+    let mut private = settings.connections[0].clone();
+    private.identifier = "private".into();
+    private.appid = Some("wx00112233445566aa".into());
+    private.app_secret = Some(Secret::new("private-app-secret-0000000000000"));
+    private.companion = None;
+    settings.connections.push(private);
+    let app = spawn_app_with(settings).await;
+    let slow = app.create_session(json!({ "connection": "private" })).await.1;
+    let quick = app.start().await;
+    steer(
+        &app,
+        "delay",
+        json!({ "api": "jscode2session", "millis": 3000, "appid": "wx00112233445566aa" }),
+    )
+    .await;
+
+    let slow_code = fetch_json(
+        app.http
+            .post(format!("{}/_sim/login-code", app.wechat))
+            .json(&json!({ "appid": "wx00112233445566aa", "user": "rosa" })),
+    )
+    .await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scan = app.http.post(app.url("/v1/mp/scan")).json(&json!({
+        "scene": slow["id"], "login_code": slow_code, "launch_scene": 1047
+    }));
+    let slow_scan = tokio::spawn(scan.send());
+    // The other AppID's whole login goes through while that scan waits on WeChat.
+    app.log_in(&quick, "ruth", "13800138000").await;
+    assert_eq!(app.get_session(&quick, "").await.1["status"], "confirmed");
+    assert!(
+        !slow_scan.is_finished(),
+        "the slow AppID's scan is still waiting on WeChat"
+    );
+    assert_eq!(slow_scan.await.unwrap().unwrap().status(), StatusCode::OK);
+}
