@@ -131,9 +131,27 @@ impl OpenCaps {
         })
     }
 
-    /// What is held now (for tests and metrics).
+    /// What is held now (for tests).
     pub fn open(&self) -> usize {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    /// WebSockets open now (counted while the per-session cap is on, as it is by default).
+    pub fn open_websockets(&self) -> usize {
+        self.open_with_prefix("ws-session:")
+    }
+
+    /// Long-polls waiting now (counted while the per-IP cap is on, as it is by default).
+    pub fn open_long_polls(&self) -> usize {
+        self.open_with_prefix("poll-ip:")
+    }
+
+    fn open_with_prefix(&self, prefix: &str) -> usize {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 

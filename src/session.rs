@@ -70,6 +70,14 @@ impl Status {
     pub fn parse(raw: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(raw.to_owned())).ok()
     }
+
+    /// The wire name (`pending`, `scanned`, …).
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => name,
+            _ => String::new(),
+        }
+    }
 }
 
 /// Who asked for the code: shown on the confirm screen so a person can spot a relayed code.
@@ -234,6 +242,9 @@ pub struct LoginSession {
     /// Why the account hook denied the person, in the tenant's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub denial: Option<String>,
+    /// When the last change was committed (Unix microseconds): push latency is measured from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at_us: Option<u64>,
 }
 
 /// What the PC browser sees (GET, long-poll, WebSocket frames).
@@ -288,6 +299,7 @@ impl LoginSession {
             finished_at: None,
             failure: None,
             denial: None,
+            changed_at_us: None,
         };
         (session, secret)
     }

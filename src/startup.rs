@@ -110,7 +110,8 @@ impl Application {
         } else {
             settings.wechat_open_base.trim_end_matches('/').to_owned()
         };
-        let wechat = WeChatClient::new(&wechat_base, store.clone())
+        let metrics = Arc::new(Metrics::default());
+        let wechat = WeChatClient::new(&wechat_base, store.clone(), metrics.clone())
             .map_err(|e| StartupError::WeChat(e.to_string()))?;
 
         // Subscribe before serving (and before reading the connections): every change committed
@@ -133,7 +134,6 @@ impl Application {
         let keys = Arc::new(KeyRing::new(store.clone(), master_keys.clone()));
         // Made (or read) now, so the first login does not wait and a bad master key stops the start.
         keys.current().await.map_err(StartupError::Keys)?;
-        let metrics = Arc::new(Metrics::default());
         let (trigger, stopping) = shutdown::channel();
         let pool = Arc::new(CodePool::new(store.clone(), wechat.clone(), metrics.clone()));
         let pooling = tokio::spawn(pool.clone().run(connections.clone(), stopping.clone()));
@@ -172,6 +172,7 @@ impl Application {
             let mut app = App::new()
                 .wrap(actix_web::middleware::from_fn(routes::cors::middleware))
                 .wrap(actix_web::middleware::from_fn(routes::uniform::middleware))
+                .wrap(actix_web::middleware::from_fn(crate::audit::admin_changes))
                 // Unless a response says how it may be cached (codes, logos, widget files,
                 // connection details), it is not: secrets, tickets, tokens and identities
                 // never land in a cache.

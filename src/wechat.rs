@@ -9,6 +9,7 @@
 
 use crate::config::WeChatApp;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::session::Phone;
 use crate::store::{SessionStore, StoreError};
 use actix_web::http::StatusCode;
@@ -16,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 const TOKEN_ERRORS: [i64; 3] = [40001, 40014, 42001];
@@ -186,10 +188,11 @@ pub struct WeChatClient {
     http: reqwest::Client,
     base: String,
     store: SessionStore,
+    metrics: Arc<Metrics>,
 }
 
 impl WeChatClient {
-    pub fn new(base: &str, store: SessionStore) -> Result<Self, WeChatError> {
+    pub fn new(base: &str, store: SessionStore, metrics: Arc<Metrics>) -> Result<Self, WeChatError> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(2))
@@ -199,6 +202,7 @@ impl WeChatClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             store,
+            metrics,
         })
     }
 
@@ -214,7 +218,7 @@ impl WeChatClient {
         request: &CodeRequest<'_>,
     ) -> Result<Vec<u8>, WeChatError> {
         // Minting a code again only costs quota: replayable.
-        self.with_token(app, true, |token: String| async move {
+        self.with_token(app, "getwxacodeunlimit", true, |token: String| async move {
             let url = format!("{}/wxa/getwxacodeunlimit", self.base);
             let response = self
                 .http
@@ -254,7 +258,7 @@ impl WeChatClient {
     ) -> Result<Phone, WeChatError> {
         let response: PhoneResponse = self
             // The phone code is single-use: sent again only if it never left.
-            .with_token(app, false, |token: String| async move {
+            .with_token(app, "getuserphonenumber", false, |token: String| async move {
                 let url = format!("{}/wxa/business/getuserphonenumber", self.base);
                 let body = json!({ "code": code, "openid": openid });
                 parse(
@@ -315,7 +319,7 @@ impl WeChatClient {
             ("grant_type", "authorization_code"),
         ];
         // The code is single-use: sent again only if it never left.
-        retrying(false, || async {
+        retrying(&self.metrics, path.trim_start_matches('/'), false, || async {
             parse(&read(self.http.get(format!("{}{path}", self.base)).query(&query).send()).await?)
         })
         .await
@@ -329,7 +333,7 @@ impl WeChatClient {
             ("openid", &grant.openid),
             ("lang", "zh_CN"),
         ];
-        retrying(true, || async {
+        retrying(&self.metrics, "sns/userinfo", true, || async {
             parse(&read(self.http.get(&url).query(&query).send()).await?)
         })
         .await
@@ -341,6 +345,7 @@ impl WeChatClient {
     async fn with_token<T, F, Fut>(
         &self,
         app: &WeChatApp,
+        endpoint: &str,
         replayable: bool,
         call: F,
     ) -> Result<T, WeChatError>
@@ -348,7 +353,7 @@ impl WeChatClient {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, WeChatError>>,
     {
-        retrying(replayable, || async {
+        retrying(&self.metrics, endpoint, replayable, || async {
             let token = self.access_token(app, None).await?;
             match call(token.clone()).await {
                 Err(e) if e.is_stale_token() => {
@@ -414,7 +419,7 @@ impl WeChatClient {
             self.http.post(&url).json(&body).send()
         };
         let fetch = |force_refresh: bool| {
-            retrying(true, move || async move {
+            retrying(&self.metrics, "stable_token", true, move || async move {
                 parse::<TokenResponse>(&read(request(force_refresh)).await?)
             })
         };
@@ -428,15 +433,39 @@ impl WeChatClient {
     }
 }
 
-/// Runs `call` until it succeeds, fails for good, or has been tried `ATTEMPTS` times.
-async fn retrying<T, Fut>(replayable: bool, call: impl Fn() -> Fut) -> Result<T, WeChatError>
+impl WeChatError {
+    /// The outcome label of a failed call in `/metrics`.
+    fn outcome(&self) -> String {
+        match self {
+            WeChatError::Api { errcode, .. } => errcode.to_string(),
+            WeChatError::Unreachable(_) => "unreachable".into(),
+            WeChatError::Unsent(_) => "unsent".into(),
+            WeChatError::BadResponse(_) => "bad_response".into(),
+            WeChatError::Store(_) => "store_error".into(),
+        }
+    }
+}
+
+/// Runs `call` until it succeeds, fails for good, or has been tried `ATTEMPTS` times; every
+/// try is counted and timed under `endpoint`.
+async fn retrying<T, Fut>(
+    metrics: &Metrics,
+    endpoint: &str,
+    replayable: bool,
+    call: impl Fn() -> Fut,
+) -> Result<T, WeChatError>
 where
     Fut: std::future::Future<Output = Result<T, WeChatError>>,
 {
     let mut pause = FIRST_PAUSE;
     let mut attempt = 1;
     loop {
-        match call().await {
+        let started = std::time::Instant::now();
+        let result = call().await;
+        metrics.wechat_latency.observe(&[endpoint], started.elapsed());
+        let outcome = result.as_ref().map_or_else(WeChatError::outcome, |_| "ok".into());
+        metrics.wechat_calls.inc(&[endpoint, &outcome]);
+        match result {
             Err(e) if attempt < ATTEMPTS && e.may_retry(replayable) => {
                 tracing::info!(attempt, error = %e, "wechat call failed; retrying");
                 tokio::time::sleep(pause / 2 + crate::token::jitter(pause)).await;

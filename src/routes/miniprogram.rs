@@ -140,8 +140,8 @@ async fn scan(
             s.scan(&identity, sealed.clone(), scan_token_hash.clone())
         })
         .await?;
-    state.metrics.scans.inc();
     let session = &stored.session;
+    state.record(session);
     Ok(HttpResponse::Ok().json(ScanAnswer {
         scan_token,
         session: ScannedSession {
@@ -202,13 +202,14 @@ async fn confirm(
         Vetted::Allowed(identity) => identity,
         Vetted::Denied(reason) => {
             let token = &body.scan_token;
-            state
+            let (stored, ()) = state
                 .store
                 .update(&id, |s| {
                     s.check_scanner(token)?;
                     s.deny(&reason, unix_now())
                 })
                 .await?;
+            state.record(&stored.session);
             return Err(ApiError::forbidden("account_denied", reason));
         }
     };
@@ -216,13 +217,13 @@ async fn confirm(
     let keys = state.keys.current().await?;
     let now = unix_now();
     let ticket = Ticket::issue(&id, now, state.ticket_ttl_secs, &keys.ticket_key);
-    state
+    let (stored, ()) = state
         .store
         .update(&id, |s| {
             s.confirm(&body.scan_token, &identity, sealed.clone(), ticket.clone(), now)
         })
         .await?;
-    state.metrics.confirmations.inc();
+    state.record(&stored.session);
     Ok(HttpResponse::Ok().json(StatusAnswer {
         status: crate::session::Status::Confirmed,
     }))
@@ -242,11 +243,11 @@ async fn cancel(
     body: web::Json<CancelRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&body.scene)?;
-    state
+    let (stored, ()) = state
         .store
         .update(&id, |s| s.cancel_by_scanner(&body.scan_token, unix_now()))
         .await?;
-    state.metrics.cancellations.inc();
+    state.record(&stored.session);
     Ok(HttpResponse::Ok().json(StatusAnswer {
         status: crate::session::Status::Cancelled,
     }))

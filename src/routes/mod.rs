@@ -59,6 +59,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A session reached its current status through this instance: counted and audited.
+    pub fn record(&self, session: &LoginSession) {
+        self.metrics.transition(&session.connection, session.status);
+        crate::audit::session_changed(session);
+    }
+
     /// The connection a PC page names, or the default one.
     pub fn connection(&self, identifier: Option<&str>) -> Result<Arc<Connection>, ApiError> {
         let found = match identifier {

@@ -293,7 +293,7 @@ async fn grant(state: &AppState, pending: &PendingAuthorization, ticket: &str) -
     }
     let now = unix_now();
     let (stored, identity) = state.store.update(&id, |s| s.redeem(ticket, now)).await?;
-    state.metrics.redemptions.inc();
+    state.record(&stored.session);
     let code = token::random_base62(43);
     let grant = Grant {
         client_id: pending.client_id.clone(),

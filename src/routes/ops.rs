@@ -72,6 +72,23 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             counter.get()
         );
     }
+    m.render_families(&mut out);
+    let gauges = [
+        (
+            "open_websockets",
+            "Browser WebSockets open on this instance.",
+            state.caps.open_websockets(),
+        ),
+        (
+            "open_long_polls",
+            "Long-polls waiting on this instance.",
+            state.caps.open_long_polls(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let name = format!("qrlogin_{name}");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
     let _ = writeln!(
         out,
         "# HELP qrlogin_waiting_sessions Sessions with a browser waiting on this instance.\n\

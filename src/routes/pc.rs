@@ -64,7 +64,7 @@ async fn create(
         state.store.put_code(&id, png, ttl).await?;
     }
     state.store.insert(&session).await?;
-    state.metrics.sessions_created.inc();
+    state.record(&session);
 
     let base = &state.public_base_url;
     let ws_base = base.replacen("http", "ws", 1);

@@ -45,7 +45,7 @@ async fn redeem(
     // The keys first: a redemption that cannot sign must not spend the ticket.
     let keys = state.keys.current().await?;
     let (stored, sealed) = state.store.update(&id, |s| s.redeem(&body.ticket, now)).await?;
-    state.metrics.redemptions.inc();
+    state.record(&stored.session);
     let identity = state.open_identity(&sealed)?;
 
     let claims = IdTokenClaims {

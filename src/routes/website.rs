@@ -370,8 +370,9 @@ async fn finish(state: &AppState, req: &HttpRequest, query: &CallbackQuery) -> R
     let identity = match vetted {
         Ok(Vetted::Allowed(identity)) => identity,
         Ok(Vetted::Denied(reason)) => {
-            if let Err(e) = state.store.update(&id, |s| s.deny(&reason, unix_now())).await {
-                tracing::warn!(error = ?e, "cannot record a denied website login");
+            match state.store.update(&id, |s| s.deny(&reason, unix_now())).await {
+                Ok((stored, ())) => state.record(&stored.session),
+                Err(e) => tracing::warn!(error = ?e, "cannot record a denied website login"),
             }
             return Ok(Outcome::Ended {
                 return_to: started.return_to,
@@ -424,7 +425,7 @@ async fn confirm(state: &AppState, id: &SceneId, identity: Sealed) -> Result<Ver
         .store
         .update(id, |s| s.confirm_directly(identity.clone(), ticket.clone(), now))
         .await?;
-    state.metrics.confirmations.inc();
+    state.record(&stored.session);
     Ok(stored)
 }
 

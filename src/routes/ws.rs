@@ -9,9 +9,9 @@
 
 use super::{AppState, scene_id};
 use crate::error::ApiError;
+use crate::metrics::unix_micros;
 use crate::push::Waiter;
 use crate::session::{TicketKey, unix_now};
-use crate::shutdown::Shutdown;
 use crate::store::{SessionStore, StoreError, Versioned};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message};
@@ -52,12 +52,11 @@ async fn connect(
     let keys = state.keys.current().await?;
     state.metrics.websockets_opened.inc();
     actix_web::rt::spawn(push_to_browser(
-        state.store.clone(),
+        state.clone(),
         keys.ticket_key.clone(),
         waiter,
         current,
         (socket, messages),
-        state.shutdown.clone(),
         held,
     ));
     Ok(response)
@@ -128,15 +127,15 @@ async fn close(socket: actix_ws::Session, code: CloseCode, reason: &str) {
 }
 
 async fn push_to_browser(
-    store: SessionStore,
+    state: web::Data<AppState>,
     key: TicketKey,
     mut waiter: Waiter,
     current: Option<Versioned>,
     (mut socket, mut messages): (actix_ws::Session, actix_ws::MessageStream),
-    mut shutdown: Shutdown,
     // Counted against the caps until this socket ends.
     _held: [crate::limits::Held; 2],
 ) {
+    let (store, mut shutdown) = (&state.store, state.shutdown.clone());
     let authenticated = authenticate(current.as_ref(), &mut socket, &mut messages).await;
     let (Ok(()), Some(mut current)) = (authenticated, current) else {
         close(
@@ -156,13 +155,17 @@ async fn push_to_browser(
     let mut store_down = false;
     while !current.session.status.is_final_for_browser() {
         tokio::select! {
-            update = follow(&mut waiter, &store, &current, store_down) => match update {
+            update = follow(&mut waiter, store, &current, store_down) => match update {
                 Ok(Some(next)) => {
                     store_down = false;
                     if next.version > current.version {
                         current = next;
                         if socket.text(frame(&current, &key)).await.is_err() {
                             return;
+                        }
+                        if let Some(committed) = current.session.changed_at_us {
+                            let took = unix_micros().saturating_sub(committed);
+                            state.metrics.push_latency.observe(&[], Duration::from_micros(took));
                         }
                     }
                 }

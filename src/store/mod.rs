@@ -171,7 +171,9 @@ impl SessionStore {
         expected: u64,
         session: &LoginSession,
     ) -> Result<Option<Versioned>, StoreError> {
-        dispatch!(self, s => s.compare_and_set(expected, session).await)
+        let mut session = session.clone();
+        session.changed_at_us = Some(crate::metrics::unix_micros());
+        dispatch!(self, s => s.compare_and_set(expected, &session).await)
     }
 
     /// Keeps a session's code image until the session's deadline.

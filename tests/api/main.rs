@@ -16,6 +16,7 @@ mod id_tokens;
 mod login;
 mod miniprogram_page;
 mod multi_instance;
+mod observability;
 mod oidc;
 mod pc_side;
 mod processes;

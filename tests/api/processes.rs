@@ -271,20 +271,25 @@ async fn pump(
     }
 }
 
-/// The relay binary, `serve --config FILE`, on a port of its own.
+/// The relay binary, `serve --config FILE`, on a port of its own; its log (JSON lines) goes
+/// to `log`.
 pub struct RelayProcess {
     child: Child,
+    pub log: PathBuf,
 }
 
 impl RelayProcess {
     pub async fn start(config: &str, dir: &Path, name: &str, port: u16) -> Self {
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, format!("listen = \"127.0.0.1:{port}\"\n{config}")).unwrap();
+        let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_qrlogin-relay"))
             .args(["serve", "--config"])
             .arg(&file)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
+            .env("QRLOGIN_LOG_FORMAT", "json")
             .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -294,7 +299,7 @@ impl RelayProcess {
             async move { request.await.is_ok_and(|r| r.status().is_success()) }
         })
         .await;
-        Self { child }
+        Self { child, log }
     }
 
     pub fn pid(&self) -> u32 {

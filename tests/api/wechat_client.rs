@@ -94,7 +94,7 @@ async fn wechat_busy_or_unreachable_is_a_retryable_error_not_a_500() {
 #[tokio::test]
 async fn the_client_speaks_the_wire_format() {
     let simulator = spawn_simulator();
-    let client = WeChatClient::new(&simulator, SessionStore::memory(60)).unwrap();
+    let client = WeChatClient::new(&simulator, SessionStore::memory(60), Default::default()).unwrap();
     let sandbox = WeChatApp {
         appid: SANDBOX_APPID.into(),
         secret: Secret::new(SANDBOX_APP_SECRET),
