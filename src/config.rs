@@ -83,6 +83,13 @@ pub struct Settings {
     /// told to reconnect elsewhere.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// A request body must arrive within this long (`408 body_timeout` otherwise).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// WebSockets and long-polls this instance holds open at most, all clients together;
+    /// past it they are answered `503 server_busy`. Default: the open-file limit less a reserve
+    /// of 1 024 for everything else (health checks, ordinary requests, Redis, WeChat).
+    pub max_open_sockets: Option<usize>,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the real client.
     #[serde(default)]
     pub trusted_proxies: crate::client_ip::TrustedProxies,
@@ -261,6 +268,9 @@ fn default_long_polls_per_ip() -> usize {
     50
 }
 fn default_shutdown_grace() -> u64 {
+    10
+}
+fn default_body_read_timeout() -> u64 {
     10
 }
 fn default_wechat_open_base() -> String {

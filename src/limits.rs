@@ -61,12 +61,30 @@ async fn check(store: &SessionStore, kind: &str, subject: &str, limit: u64) -> R
 /// How long a client over an open-connection cap is asked to wait.
 const CAP_RETRY_SECS: u64 = 5;
 
-/// Caps on what one client holds open on this instance at once: WebSockets per IP and per
-/// session, long-polls per IP (0: no cap). What is held is released when its [`Held`] drops.
+/// File descriptors kept for everything but waiting browsers: health checks, ordinary
+/// requests, Redis, WeChat, logs.
+pub const RESERVED_FILES: u64 = 1024;
+
+/// Raises this process's soft open-file limit to its hard limit; returns the limit in force.
+pub fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    }
+}
+
+/// Caps on what is held open on this instance at once: WebSockets per IP and per session,
+/// long-polls per IP (429 past them), and all WebSockets and long-polls together (503 past
+/// it, so the server never runs out of file descriptors). 0: no cap. What is held is released
+/// when its [`Held`] drops.
 pub struct OpenCaps {
     pub websockets_per_ip: usize,
     pub websockets_per_session: usize,
     pub long_polls_per_ip: usize,
+    pub max_open: usize,
     held: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -90,26 +108,48 @@ impl Drop for Held {
 }
 
 impl OpenCaps {
-    pub fn new(websockets_per_ip: usize, websockets_per_session: usize, long_polls_per_ip: usize) -> Self {
+    pub fn new(
+        websockets_per_ip: usize,
+        websockets_per_session: usize,
+        long_polls_per_ip: usize,
+        max_open: usize,
+    ) -> Self {
         Self {
             websockets_per_ip,
             websockets_per_session,
             long_polls_per_ip,
+            max_open,
             held: Arc::default(),
         }
     }
 
-    /// A WebSocket from `ip` on `session`: both caps, or `429` with `Retry-After`.
-    pub fn websocket(&self, ip: &str, session: &str) -> Result<[Held; 2], ApiError> {
+    /// A WebSocket from `ip` on `session`: the instance's cap (`503`), then the client's
+    /// (`429`), each with `Retry-After`.
+    pub fn websocket(&self, ip: &str, session: &str) -> Result<[Held; 3], ApiError> {
         Ok([
+            self.hold_open()?,
             self.hold(format!("ws-ip:{ip}"), self.websockets_per_ip)?,
             self.hold(format!("ws-session:{session}"), self.websockets_per_session)?,
         ])
     }
 
     /// A long-poll from `ip`.
-    pub fn long_poll(&self, ip: &str) -> Result<Held, ApiError> {
-        self.hold(format!("poll-ip:{ip}"), self.long_polls_per_ip)
+    pub fn long_poll(&self, ip: &str) -> Result<[Held; 2], ApiError> {
+        Ok([
+            self.hold_open()?,
+            self.hold(format!("poll-ip:{ip}"), self.long_polls_per_ip)?,
+        ])
+    }
+
+    fn hold_open(&self) -> Result<Held, ApiError> {
+        self.hold("open".into(), self.max_open).map_err(|_| ApiError {
+            retry_after: Some(CAP_RETRY_SECS),
+            ..ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                "This server holds as many waiting browsers as it can; retry shortly.",
+            )
+        })
     }
 
     fn hold(&self, key: String, cap: usize) -> Result<Held, ApiError> {
@@ -161,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_cap_is_released_when_what_it_held_closes() {
-        let caps = OpenCaps::new(2, 1, 1);
+        let caps = OpenCaps::new(2, 1, 1, 0);
         let first = caps.websocket("1.2.3.4", "s1").unwrap();
         assert!(caps.websocket("1.2.3.4", "s1").is_err(), "one socket per session");
         let second = caps.websocket("1.2.3.4", "s2").unwrap();
@@ -173,5 +213,18 @@ mod tests {
         assert!(caps.long_poll("1.2.3.4").is_err());
         drop(poll);
         assert_eq!(caps.open(), 0);
+    }
+
+    #[test]
+    fn past_the_instance_cap_everyone_is_told_the_server_is_busy() {
+        let caps = OpenCaps::new(0, 0, 0, 2);
+        let held = (
+            caps.websocket("1.1.1.1", "a").unwrap(),
+            caps.long_poll("2.2.2.2").unwrap(),
+        );
+        let refused = caps.websocket("3.3.3.3", "b").err().unwrap();
+        assert_eq!((refused.status.as_u16(), refused.code), (503, "server_busy"));
+        drop(held);
+        assert!(caps.websocket("3.3.3.3", "b").is_ok());
     }
 }

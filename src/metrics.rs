@@ -135,6 +135,8 @@ pub struct Metrics {
     pub pool_refilled: Counter,
     pub pool_refill_errors: Counter,
     pub rate_limited: Counter,
+    /// Codes converted to JPEG (once per session that asks).
+    pub jpeg_conversions: Counter,
     /// Session changes made by this instance, by connection and the status reached.
     pub transitions: Labelled,
     /// Commit of a change (on any instance) → its frame written to a browser's socket here.

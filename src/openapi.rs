@@ -15,6 +15,7 @@ const BODY: &[(u16, &str)] = &[
     (400, "invalid_body"),
     (413, "body_too_large"),
     (415, "unsupported_media_type"),
+    (408, "body_timeout"),
 ];
 /// Errors of every endpoint that reads the store.
 const STORE: &[(u16, &str)] = &[(503, "store_unavailable")];
@@ -336,7 +337,7 @@ fn pc_operations(add: &mut Add<'_>) {
             .param("wait", "query", false, json!({ "type": "integer", "minimum": 0 }), "Seconds to wait for a change.")
             .param("status", "query", false, schema_ref("Status"), "The status the page already knows.")
             .ok_json(200, "The session as the page sees it", schema_ref("BrowserView"), None)
-            .errors(&[(400, "invalid_status"), (400, "invalid_query"), (429, "rate_limited")])
+            .errors(&[(400, "invalid_status"), (400, "invalid_query"), (429, "rate_limited"), (503, "server_busy")])
             .errors(&[(503, "signing_unavailable")])
             .errors(STORE)
             .done(),
@@ -396,7 +397,11 @@ fn pc_operations(add: &mut Add<'_>) {
                 101,
                 json!({ "description": "Switching Protocols; frames carry BrowserView JSON" }),
             )
-            .errors(&[(400, "websocket_required"), (429, "rate_limited")])
+            .errors(&[
+                (400, "websocket_required"),
+                (429, "rate_limited"),
+                (503, "server_busy"),
+            ])
             .errors(PAGE)
             .errors(STORE)
             .done(),

@@ -135,6 +135,20 @@ impl Application {
         // Made (or read) now, so the first login does not wait and a bad master key stops the start.
         keys.current().await.map_err(StartupError::Keys)?;
         let (trigger, stopping) = shutdown::channel();
+        let open_files = crate::limits::raise_open_file_limit();
+        let max_open_sockets = settings
+            .max_open_sockets
+            .unwrap_or_else(|| open_files.saturating_sub(crate::limits::RESERVED_FILES) as usize);
+        if max_open_sockets < 20_000 {
+            tracing::warn!(
+                open_files,
+                max_open_sockets,
+                "the open-file limit allows few waiting browsers; raise it (ulimit -n, LimitNOFILE=)"
+            );
+        }
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        // Accepting pauses before the descriptors run out, rather than failing accepts.
+        let connections_per_worker = (open_files.saturating_sub(256) as usize / workers).max(64);
         let pool = Arc::new(CodePool::new(store.clone(), wechat.clone(), metrics.clone()));
         let pooling = tokio::spawn(pool.clone().run(connections.clone(), stopping.clone()));
 
@@ -158,12 +172,14 @@ impl Application {
                 settings.websockets_per_ip,
                 settings.websockets_per_session,
                 settings.long_polls_per_ip,
+                max_open_sockets,
             ),
             trusted_proxies: settings.trusted_proxies.clone(),
             keys,
             master: master_keys,
             admin_token,
             shutdown: stopping,
+            body_read_timeout: std::time::Duration::from_secs(settings.body_read_timeout_secs.max(1)),
         });
         let simulator = settings
             .mount_simulator
@@ -173,6 +189,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(routes::cors::middleware))
                 .wrap(actix_web::middleware::from_fn(routes::uniform::middleware))
                 .wrap(actix_web::middleware::from_fn(crate::audit::admin_changes))
+                .wrap(actix_web::middleware::from_fn(routes::slow_clients::middleware))
                 // Unless a response says how it may be cached (codes, logos, widget files,
                 // connection details), it is not: secrets, tickets, tokens and identities
                 // never land in a cache.
@@ -194,6 +211,8 @@ impl Application {
             }
             app.default_service(web::to(error::not_found))
         })
+        .workers(workers)
+        .max_connections(connections_per_worker)
         .listen(listener)?
         // Signals are ours (see `run_until_stopped`): browsers are told before the server stops.
         .disable_signals()

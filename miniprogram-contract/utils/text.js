@@ -76,6 +76,7 @@ const ERRORS = {
   wechat_unavailable: { retry: true, zh: '暂时连不上微信，请稍后重试。', en: 'WeChat cannot be reached right now. Try again in a moment.' },
   account_hook_unavailable: { retry: true, zh: '网站的账号服务暂时没有响应，请重试。', en: 'The website’s account service did not answer. Try again.' },
   rate_limited: { retry: true, zh: '操作太频繁，请稍后重试。', en: 'Too many attempts. Wait a moment and try again.' },
+  body_timeout: { retry: true, zh: '网络太慢，请求没有送达，请重试。', en: 'The network was too slow to send this. Try again.' },
   store_unavailable: { retry: true, zh: '登录服务暂时不可用，请稍后重试。', en: 'The login service is briefly unavailable. Try again in a moment.' },
   internal_error: { retry: true, zh: '登录服务出错了，请重试。', en: 'The login service had a problem. Try again.' },
   invalid_scan_token: { retry: true, zh: '这次扫码已失效，请重试。', en: 'This scan is no longer valid. Try again.' },

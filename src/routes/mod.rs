@@ -9,6 +9,7 @@ pub mod oidc;
 pub mod ops;
 pub mod pc;
 pub mod phone_page;
+pub mod slow_clients;
 pub mod tickets;
 pub mod uniform;
 pub mod website;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub master: Arc<MasterKeys>,
     /// The operator's token for `/v1/admin/…`; the admin API is off without one.
     pub admin_token: Option<Secret>,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
     /// Started on SIGTERM: waiting browsers are sent elsewhere.
     pub shutdown: crate::shutdown::Shutdown,
 }

@@ -62,6 +62,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "Requests refused by a rate limit (429).",
             &m.rate_limited,
         ),
+        (
+            "code_jpeg_conversions",
+            "Codes converted to JPEG (once per session).",
+            &m.jpeg_conversions,
+        ),
     ];
     let mut out = String::new();
     for (name, help, counter) in counters {

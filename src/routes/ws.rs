@@ -133,7 +133,7 @@ async fn push_to_browser(
     current: Option<Versioned>,
     (mut socket, mut messages): (actix_ws::Session, actix_ws::MessageStream),
     // Counted against the caps until this socket ends.
-    _held: [crate::limits::Held; 2],
+    _held: [crate::limits::Held; 3],
 ) {
     let (store, mut shutdown) = (&state.store, state.shutdown.clone());
     let authenticated = authenticate(current.as_ref(), &mut socket, &mut messages).await;

@@ -130,6 +130,8 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         websockets_per_session: 5,
         long_polls_per_ip: 200,
         shutdown_grace_secs: 10,
+        body_read_timeout_secs: 10,
+        max_open_sockets: None,
         trusted_proxies: Default::default(),
         master_key_file: None,
         admin_token: Some(Secret::new(admin_token)),

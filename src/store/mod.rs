@@ -185,6 +185,15 @@ impl SessionStore {
         dispatch!(self, s => s.get_value(&code_key(id)).await)
     }
 
+    /// Keeps the JPEG variant of a session's code, made once, until the session's deadline.
+    pub async fn put_code_jpeg(&self, id: &SceneId, jpeg: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_value(&format!("{}:jpeg", code_key(id)), jpeg, ttl_secs).await)
+    }
+
+    pub async fn get_code_jpeg(&self, id: &SceneId) -> Result<Option<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.get_value(&format!("{}:jpeg", code_key(id))).await)
+    }
+
     /// A shared value with a lifetime (WeChat access tokens).
     pub async fn put_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
         dispatch!(self, s => s.put_value(key, value, ttl_secs).await)

@@ -177,6 +177,10 @@ async fn codes_come_as_png_or_jpeg_and_bad_formats_are_refused() {
     let (status, kind, jpeg) = code_bytes(&app, &format!("{url}?format=jpeg")).await;
     assert_eq!((status, kind.as_str()), (StatusCode::OK, "image/jpeg"));
     assert!(jpeg.starts_with(&[0xFF, 0xD8, 0xFF]));
+    // Made once per session: asked again, the same bytes come from the store.
+    let (_, _, again) = code_bytes(&app, &format!("{url}?format=jpg")).await;
+    assert_eq!(again, jpeg);
+    assert_eq!(app.metric("qrlogin_code_jpeg_conversions_total").await, 1);
     let (status, _, body) = code_bytes(&app, &format!("{url}?format=gif")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("invalid_format"));

@@ -11,6 +11,7 @@ mod codes;
 mod concurrency;
 mod contract;
 mod faults;
+mod floods;
 mod helpers;
 mod id_tokens;
 mod login;
