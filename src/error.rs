@@ -5,6 +5,10 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use std::fmt;
 
+/// Marks a response refused by a limit or cap (the setting's name), for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitHit(pub &'static str);
+
 /// What a 503 (a store, WeChat or hook outage) tells clients to wait before retrying.
 pub const RETRY_UNAVAILABLE_SECS: u64 = 2;
 
@@ -19,6 +23,8 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// With a 422: the setting that is not acceptable.
     pub field: Option<String>,
+    /// With a 429 or `server_busy`: the limit that refused (never shown, counted).
+    pub limit: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -37,6 +43,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             field: None,
+            limit: None,
         }
     }
 
@@ -64,9 +71,11 @@ impl ApiError {
         Self::new(StatusCode::GONE, code, message)
     }
 
-    pub fn rate_limited(retry_after: u64) -> Self {
+    /// Over the limit named `limit` (a setting's name, counted in `/metrics`).
+    pub fn rate_limited(limit: &'static str, retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after),
+            limit: Some(limit),
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -120,6 +129,9 @@ impl ResponseError for ApiError {
             .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_UNAVAILABLE_SECS));
         if let Some(seconds) = retry_after {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(limit) = self.limit {
+            response.extensions_mut().insert(LimitHit(limit));
         }
         response.json(ErrorBody {
             error: self.code,

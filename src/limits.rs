@@ -20,7 +20,7 @@ pub struct RateLimits {
 impl RateLimits {
     /// A PC page at `ip` starts a session.
     pub async fn session_start(&self, store: &SessionStore, ip: &str) -> Result<(), ApiError> {
-        check(store, "sessions-per-ip", ip, self.sessions_per_ip).await
+        check(store, "sessions_per_ip_per_minute", ip, self.sessions_per_ip).await
     }
 
     /// The mini-program at `ip` calls; for a scan, of session `scene`. Checked before WeChat is.
@@ -30,20 +30,41 @@ impl RateLimits {
         ip: &str,
         scan_of: Option<&str>,
     ) -> Result<(), ApiError> {
-        check(store, "mp-calls-per-ip", ip, self.mini_program_calls_per_ip).await?;
+        check(
+            store,
+            "mini_program_calls_per_ip_per_minute",
+            ip,
+            self.mini_program_calls_per_ip,
+        )
+        .await?;
         match scan_of {
-            Some(scene) => check(store, "scans-per-session", scene, self.scans_per_session).await,
+            Some(scene) => {
+                check(
+                    store,
+                    "scans_per_session_per_minute",
+                    scene,
+                    self.scans_per_session,
+                )
+                .await
+            }
             None => Ok(()),
         }
     }
 
     /// The mini-program calls on behalf of `openid`.
     pub async fn mini_program_call(&self, store: &SessionStore, openid: &str) -> Result<(), ApiError> {
-        check(store, "calls-per-openid", openid, self.calls_per_openid).await
+        check(
+            store,
+            "calls_per_openid_per_minute",
+            openid,
+            self.calls_per_openid,
+        )
+        .await
     }
 }
 
-async fn check(store: &SessionStore, kind: &str, subject: &str, limit: u64) -> Result<(), ApiError> {
+/// Counts one request of `subject` against the setting named `kind`.
+async fn check(store: &SessionStore, kind: &'static str, subject: &str, limit: u64) -> Result<(), ApiError> {
     if limit == 0 {
         return Ok(());
     }
@@ -53,7 +74,7 @@ async fn check(store: &SessionStore, kind: &str, subject: &str, limit: u64) -> R
         .count(&format!("rate:{kind}:{subject}:{window}"), WINDOW_SECS)
         .await?;
     if count > limit {
-        return Err(ApiError::rate_limited(WINDOW_SECS - now % WINDOW_SECS));
+        return Err(ApiError::rate_limited(kind, WINDOW_SECS - now % WINDOW_SECS));
     }
     Ok(())
 }
@@ -128,8 +149,12 @@ impl OpenCaps {
     pub fn websocket(&self, ip: &str, session: &str) -> Result<[Held; 3], ApiError> {
         Ok([
             self.hold_open()?,
-            self.hold(format!("ws-ip:{ip}"), self.websockets_per_ip)?,
-            self.hold(format!("ws-session:{session}"), self.websockets_per_session)?,
+            self.hold(format!("ws-ip:{ip}"), self.websockets_per_ip, "websockets_per_ip")?,
+            self.hold(
+                format!("ws-session:{session}"),
+                self.websockets_per_session,
+                "websockets_per_session",
+            )?,
         ])
     }
 
@@ -137,22 +162,28 @@ impl OpenCaps {
     pub fn long_poll(&self, ip: &str) -> Result<[Held; 2], ApiError> {
         Ok([
             self.hold_open()?,
-            self.hold(format!("poll-ip:{ip}"), self.long_polls_per_ip)?,
+            self.hold(
+                format!("poll-ip:{ip}"),
+                self.long_polls_per_ip,
+                "long_polls_per_ip",
+            )?,
         ])
     }
 
     fn hold_open(&self) -> Result<Held, ApiError> {
-        self.hold("open".into(), self.max_open).map_err(|_| ApiError {
-            retry_after: Some(CAP_RETRY_SECS),
-            ..ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "server_busy",
-                "This server holds as many waiting browsers as it can; retry shortly.",
-            )
-        })
+        self.hold("open".into(), self.max_open, "max_open_sockets")
+            .map_err(|_| ApiError {
+                retry_after: Some(CAP_RETRY_SECS),
+                limit: Some("max_open_sockets"),
+                ..ApiError::new(
+                    actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "server_busy",
+                    "This server holds as many waiting browsers as it can; retry shortly.",
+                )
+            })
     }
 
-    fn hold(&self, key: String, cap: usize) -> Result<Held, ApiError> {
+    fn hold(&self, key: String, cap: usize, name: &'static str) -> Result<Held, ApiError> {
         if cap == 0 {
             return Ok(Held {
                 key: None,
@@ -162,7 +193,7 @@ impl OpenCaps {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let count = held.entry(key.clone()).or_default();
         if *count >= cap {
-            return Err(ApiError::rate_limited(CAP_RETRY_SECS));
+            return Err(ApiError::rate_limited(name, CAP_RETRY_SECS));
         }
         *count += 1;
         Ok(Held {

@@ -145,6 +145,10 @@ pub struct Metrics {
     pub wechat_calls: Labelled,
     /// WeChat call latency by endpoint.
     pub wechat_latency: Histogram,
+    /// Requests refused by a limit or cap, by the setting's name.
+    pub limits_hit: Labelled,
+    /// Redis call latency by operation.
+    pub store_latency: Histogram,
 }
 
 impl Metrics {
@@ -187,6 +191,18 @@ impl Metrics {
             "qrlogin_wechat_call_seconds",
             "WeChat API call latency (each try), by endpoint.",
             &["endpoint"],
+        );
+        self.store_latency.render(
+            out,
+            "qrlogin_store_call_seconds",
+            "Redis call latency by operation (the memory store is not timed).",
+            &["op"],
+        );
+        self.limits_hit.render(
+            out,
+            "qrlogin_limits_hit_total",
+            "Requests refused by a limit or cap, by the setting that refused them.",
+            &["limit"],
         );
     }
 }

@@ -91,12 +91,19 @@ impl Application {
             .map_err(StartupError::Config)?;
         let master_keys = Arc::new(settings.master_keys().map_err(StartupError::Config)?);
         let admin_token = settings.admin_token().map_err(StartupError::Config)?;
+        let metrics = Arc::new(Metrics::default());
         let store = match &settings.redis_url {
             Some(url) => {
                 let ca_pem = settings.redis_ca().map_err(StartupError::Config)?;
-                SessionStore::redis(url, ca_pem, &settings.key_prefix, settings.linger_secs)
-                    .await
-                    .map_err(StartupError::Store)?
+                SessionStore::redis(
+                    url,
+                    ca_pem,
+                    &settings.key_prefix,
+                    settings.linger_secs,
+                    metrics.clone(),
+                )
+                .await
+                .map_err(StartupError::Store)?
             }
             None => SessionStore::memory(settings.linger_secs),
         };
@@ -110,7 +117,6 @@ impl Application {
         } else {
             settings.wechat_open_base.trim_end_matches('/').to_owned()
         };
-        let metrics = Arc::new(Metrics::default());
         let wechat = WeChatClient::new(&wechat_base, store.clone(), metrics.clone())
             .map_err(|e| StartupError::WeChat(e.to_string()))?;
 

@@ -1,8 +1,9 @@
 //! What every endpoint does alike: `HEAD` is answered wherever `GET` is (the same headers, no
 //! body); an error the framework produced itself — an oversized body (413), an unreadable
-//! one — gets the JSON error body of DESIGN §3 like every other error; every 429 is counted.
+//! one — gets the JSON error body of DESIGN §3 like every other error; every 429 is counted, and
+//! every refusal by a limit or cap under the limit's name.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, LimitHit};
 use actix_web::ResponseError;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -20,12 +21,17 @@ pub async fn middleware(
     }
     let response = next.call(req).await?.map_into_boxed_body();
     let status = response.status();
-    if status == StatusCode::TOO_MANY_REQUESTS
-        && let Some(state) = response
-            .request()
-            .app_data::<actix_web::web::Data<super::AppState>>()
+    let limit = response.response().extensions().get::<LimitHit>().copied();
+    if let Some(state) = response
+        .request()
+        .app_data::<actix_web::web::Data<super::AppState>>()
     {
-        state.metrics.rate_limited.inc();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            state.metrics.rate_limited.inc();
+        }
+        if let Some(LimitHit(name)) = limit {
+            state.metrics.limits_hit.inc(&[name]);
+        }
     }
     let described = response
         .headers()

@@ -99,15 +99,17 @@ impl SessionStore {
     }
 
     /// Connects to Redis (failing now, with the reason, if it cannot be reached); `ca_pem`
-    /// holds the roots a `rediss://` server must chain to (the system's when `None`).
+    /// holds the roots a `rediss://` server must chain to (the system's when `None`); every
+    /// call is timed in `metrics`.
     pub async fn redis(
         url: &str,
         ca_pem: Option<Vec<u8>>,
         prefix: &str,
         linger_secs: u64,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Result<Self, StoreError> {
         Ok(SessionStore::Redis(
-            redis::RedisStore::connect(url, ca_pem, prefix, linger_secs).await?,
+            redis::RedisStore::connect(url, ca_pem, prefix, linger_secs, metrics).await?,
         ))
     }
 

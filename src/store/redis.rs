@@ -5,6 +5,7 @@
 //! reopened and followed by a resync. `rediss://` speaks TLS (rustls).
 
 use super::{FeedItem, STORE_TIMEOUT, StoreError, Versioned};
+use crate::metrics::Metrics;
 use crate::session::{LoginSession, SceneId, unix_now};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
@@ -50,6 +51,7 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     /// Whether this instance's event subscription is open and answering.
     feed_up: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 /// The Lua scripts, loaded once per store.
@@ -80,6 +82,7 @@ impl RedisStore {
         ca_pem: Option<Vec<u8>>,
         prefix: &str,
         linger_secs: u64,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let client = open_client(url, ca_pem).map_err(|e| StoreError(format!("bad redis url: {e}")))?;
         let config = ConnectionManagerConfig::new()
@@ -102,9 +105,22 @@ impl RedisStore {
                 delete_if: Script::new(DELETE_IF),
             }),
             feed_up: Arc::new(AtomicBool::new(false)),
+            metrics,
         };
         store.ping().await?;
         Ok(store)
+    }
+
+    /// A bounded call, timed under `op` in `qrlogin_store_call_seconds`.
+    async fn timed<T>(
+        &self,
+        op: &str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = bounded(call).await;
+        self.metrics.store_latency.observe(&[op], started.elapsed());
+        result
     }
 
     fn session_key(&self, id: &SceneId) -> String {
@@ -130,7 +146,7 @@ impl RedisStore {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+        self.timed("ping", redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .map(|_| ())
     }
@@ -150,7 +166,7 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.insert.key(self.session_key(&session.id));
         call.arg(json).arg(self.ttl_ms(session));
-        let inserted: i64 = bounded(call.invoke_async(&mut conn)).await?;
+        let inserted: i64 = self.timed("insert", call.invoke_async(&mut conn)).await?;
         if inserted == 1 {
             Ok(())
         } else {
@@ -160,14 +176,16 @@ impl RedisStore {
 
     pub async fn load(&self, id: &SceneId) -> Result<Option<Versioned>, StoreError> {
         let mut conn = self.conn.clone();
-        let (version, json): (Option<u64>, Option<String>) = bounded(
-            redis::cmd("HMGET")
-                .arg(self.session_key(id))
-                .arg("v")
-                .arg("d")
-                .query_async(&mut conn),
-        )
-        .await?;
+        let (version, json): (Option<u64>, Option<String>) = self
+            .timed(
+                "load",
+                redis::cmd("HMGET")
+                    .arg(self.session_key(id))
+                    .arg("v")
+                    .arg("d")
+                    .query_async(&mut conn),
+            )
+            .await?;
         match (version, json) {
             (Some(version), Some(json)) => {
                 let session = serde_json::from_str(&json).map_err(store_error)?;
@@ -200,38 +218,47 @@ impl RedisStore {
             .arg(self.ttl_ms(session))
             .arg(self.channel())
             .arg(event);
-        let written: i64 = bounded(call.invoke_async(&mut conn)).await?;
+        let written: i64 = self
+            .timed("compare_and_set", call.invoke_async(&mut conn))
+            .await?;
         Ok((written == 1).then_some(stored))
     }
 
     pub async fn put_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        bounded(conn.set_ex::<_, _, ()>(self.value_key(key), value, ttl_secs.max(1))).await
+        self.timed(
+            "put_value",
+            conn.set_ex::<_, _, ()>(self.value_key(key), value, ttl_secs.max(1)),
+        )
+        .await
     }
 
     pub async fn put_new_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let set: Option<String> = bounded(
-            redis::cmd("SET")
-                .arg(self.value_key(key))
-                .arg(value)
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl_secs.max(1))
-                .query_async(&mut conn),
-        )
-        .await?;
+        let set: Option<String> = self
+            .timed(
+                "put_new_value",
+                redis::cmd("SET")
+                    .arg(self.value_key(key))
+                    .arg(value)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl_secs.max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(set.is_some())
     }
 
     pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
-        bounded(conn.get(self.value_key(key))).await
+        self.timed("get_value", conn.get(self.value_key(key))).await
     }
 
     pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
-        bounded(
+        self.timed(
+            "take_value",
             redis::cmd("GETDEL")
                 .arg(self.value_key(key))
                 .query_async(&mut conn),
@@ -241,7 +268,8 @@ impl RedisStore {
 
     pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        bounded(conn.del::<_, ()>(self.value_key(key))).await
+        self.timed("delete_value", conn.del::<_, ()>(self.value_key(key)))
+            .await
     }
 
     pub async fn push_queue(&self, key: &str, items: &[Vec<u8>], ttl_secs: u64) -> Result<(), StoreError> {
@@ -253,36 +281,40 @@ impl RedisStore {
             .ignore()
             .expire(&key, ttl_secs.max(1) as i64)
             .ignore();
-        bounded(pipe.query_async::<()>(&mut conn)).await
+        self.timed("push_queue", pipe.query_async::<()>(&mut conn)).await
     }
 
     pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
-        bounded(conn.lpop(self.value_key(key), None)).await
+        self.timed("pop_queue", conn.lpop(self.value_key(key), None))
+            .await
     }
 
     pub async fn queue_len(&self, key: &str) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
-        bounded(conn.llen(self.value_key(key))).await
+        self.timed("queue_len", conn.llen(self.value_key(key))).await
     }
 
     pub async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.count.key(self.value_key(key));
         call.arg(window_secs.max(1));
-        bounded(call.invoke_async(&mut conn)).await
+        self.timed("count", call.invoke_async(&mut conn)).await
     }
 
     pub async fn delete_value_if(&self, key: &str, expected: &[u8]) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.delete_if.key(self.value_key(key));
         call.arg(expected);
-        bounded(call.invoke_async::<i64>(&mut conn)).await.map(|_| ())
+        self.timed("delete_value_if", call.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
     }
 
     pub async fn publish(&self, payload: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        bounded(conn.publish::<_, _, ()>(self.channel(), payload)).await
+        self.timed("publish", conn.publish::<_, _, ()>(self.channel(), payload))
+            .await
     }
 
     pub async fn subscribe(&self) -> Result<RedisFeed, StoreError> {

@@ -133,6 +133,12 @@ async fn rediss_with_a_private_ca_carries_a_whole_login() {
     };
     let (status, _) = app.redeem(confirmed["ticket"].as_str().unwrap(), "sandbox").await;
     assert_eq!(status, StatusCode::OK);
+    // Every Redis call is timed, by operation: the login's scan and confirm among them.
+    assert!(
+        app.metric(r#"qrlogin_store_call_seconds_count{op="compare_and_set"}"#)
+            .await
+            >= 3
+    );
 }
 
 #[tokio::test]

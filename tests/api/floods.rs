@@ -80,6 +80,12 @@ async fn past_the_socket_cap_browsers_are_told_the_server_is_busy_while_health_c
     let health = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     assert_eq!(app.metric("qrlogin_open_websockets").await, 20);
+    assert_eq!(
+        app.metric(r#"qrlogin_limits_hit_total{limit="max_open_sockets"}"#)
+            .await,
+        2,
+        "the socket and the long-poll, counted under the cap's name"
+    );
 
     // One closes: a new browser gets its place.
     sockets.pop().unwrap().close().await;
