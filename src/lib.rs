@@ -30,3 +30,6 @@ pub mod telemetry;
 pub mod token;
 pub mod user_agent;
 pub mod wechat;
+
+#[cfg(test)]
+mod untrusted;

@@ -502,7 +502,7 @@ async fn read(
 
 /// WeChat answers HTTP 200 for errors too: success is decided by `errcode` (absent means 0),
 /// whatever the Content-Type said.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, WeChatError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, WeChatError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| WeChatError::BadResponse(e.to_string()))?;
     let errcode = value.get("errcode").and_then(Value::as_i64).unwrap_or(0);
     if errcode != 0 {

@@ -126,18 +126,31 @@ impl BrandedCode {
 
 /// Decodes a code image to luma: JPEG straight to luma (skipping colour conversion), anything
 /// else through `image`.
+/// WeChat's codes are at most 1280 px wide; anything larger than this a side is refused before
+/// it is decoded (a decompression bomb cannot make the relay allocate gigabytes).
+const MAX_CODE_SIDE: usize = 2048;
+
 fn decode_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), CodeError> {
     let unreadable = |e: &dyn fmt::Display| CodeError(format!("WeChat's code image cannot be decoded: {e}"));
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
+        let options = DecoderOptions::default()
+            .jpeg_set_out_colorspace(ColorSpace::Luma)
+            .set_max_width(MAX_CODE_SIDE)
+            .set_max_height(MAX_CODE_SIDE);
         let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
         let luma = decoder.decode().map_err(|e| unreadable(&format!("{e:?}")))?;
         let info = decoder.info().ok_or_else(|| unreadable(&"no header"))?;
         return Ok((info.width.into(), info.height.into(), luma));
     }
-    let image = image::load_from_memory(bytes)
-        .map_err(|e| unreadable(&e))?
-        .to_luma8();
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| unreadable(&e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_CODE_SIDE as u32);
+    limits.max_image_height = Some(MAX_CODE_SIDE as u32);
+    limits.max_alloc = Some(64 * 1024 * 1024);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| unreadable(&e))?.to_luma8();
     Ok((image.width(), image.height(), image.into_raw()))
 }
 
