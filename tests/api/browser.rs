@@ -6,9 +6,8 @@
 //! `target/browser-screenshots/`.
 
 use crate::helpers::{Backend, redis_url, run_node_tests, settings, spawn_app_with, spawn_simulator};
-use crate::processes::{RelayProcess, TcpProxy, temp_dir};
+use crate::processes::{RelayProcess, TcpProxy, serve_config, temp_dir};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use qrlogin_relay::sandbox::{SANDBOX_APP_SECRET, SANDBOX_APPID};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -168,28 +167,18 @@ async fn a_page_waiting_on_a_stopping_instance_reconnects_to_another_and_logs_in
     let relay = format!("http://{}", balancer.addr);
     relay_address.set(relay.clone()).unwrap();
     let dir = temp_dir("restart");
-    let master_key = dir.join("master.key");
-    std::fs::write(&master_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
-    let config = format!(
-        r#"public_base_url = "{relay}"
-redis_url = "{redis}"
-key_prefix = "test-{prefix}:"
-wechat_api_base = "{simulator}"
-master_key_file = "{master_key}"
-shutdown_grace_secs = 5
-
-[[connections]]
-identifier = "default"
-display_name = "Restart test"
-appid = "{SANDBOX_APPID}"
-app_secret = "{SANDBOX_APP_SECRET}"
-backend_secret = "sandbox"
-pool_size = 0
-callback_urls = ["{site}/callback.html"]
-"#,
-        redis = redis_url(),
-        prefix = qrlogin_relay::token::random_base62(8),
-        master_key = master_key.display(),
+    let config = serve_config(
+        &dir,
+        &format!(
+            "public_base_url = \"{relay}\"\nredis_url = \"{}\"\nkey_prefix = \"test-{}:\"\n\
+             wechat_api_base = \"{simulator}\"\nshutdown_grace_secs = 5",
+            redis_url(),
+            qrlogin_relay::token::random_base62(8),
+        ),
+        &format!(
+            "identifier = \"default\"\ndisplay_name = \"Restart test\"\npool_size = 0\n\
+             callback_urls = [\"{site}/callback.html\"]"
+        ),
     );
     let mut first = RelayProcess::start(&config, &dir, "first", first_port).await;
     let _second = RelayProcess::start(&config, &dir, "second", second_port).await;

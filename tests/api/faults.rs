@@ -155,3 +155,68 @@ async fn rediss_refuses_a_server_whose_certificate_it_cannot_verify() {
         .to_string();
     assert!(message.contains("redis"), "{message}");
 }
+
+#[tokio::test]
+async fn sigterm_mid_refill_releases_the_pool_lock_and_exits_cleanly() {
+    let simulator = crate::helpers::spawn_simulator();
+    let http = reqwest::Client::new();
+    // WeChat's 100–300 ms per code: the refill of 40 codes takes seconds.
+    let delayed = http
+        .post(format!("{simulator}/_sim/delay"))
+        .json(&json!({ "api": "getwxacodeunlimit", "millis": 300 }))
+        .send()
+        .await
+        .unwrap();
+    assert!(delayed.status().is_success());
+    let dir = crate::processes::temp_dir("refill");
+    let prefix = format!("test-{}:", qrlogin_relay::token::random_base62(8));
+    let config = crate::processes::serve_config(
+        &dir,
+        &format!(
+            "redis_url = \"{}\"\nkey_prefix = \"{prefix}\"\nwechat_api_base = \"{simulator}\"",
+            crate::helpers::redis_url()
+        ),
+        "identifier = \"pooled\"\ndisplay_name = \"Pooled\"\npool_size = 40",
+    );
+    let port = crate::processes::free_port();
+    let mut relay = crate::processes::RelayProcess::start(&config, &dir, "refilling", port).await;
+    let calls = format!("{simulator}/_sim/stats");
+    let minted = || {
+        let request = http.get(&calls).send();
+        async move {
+            let stats: serde_json::Value = request.await.unwrap().json().await.unwrap();
+            stats["calls"]["getwxacodeunlimit"].as_u64().unwrap_or(0)
+        }
+    };
+    until("the refill is under way", || async { minted().await >= 1 }).await;
+    let redis = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let locks = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let pattern = format!("{prefix}*:refill");
+        async move {
+            redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(locks(&mut conn).await.len(), 1, "the refiller holds its lock");
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &relay.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = relay.exited().await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        locks(&mut conn).await.is_empty(),
+        "the lock was released, not left to lapse"
+    );
+    assert!(
+        minted().await < 40,
+        "the refill stopped between codes instead of finishing"
+    );
+}

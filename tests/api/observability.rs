@@ -2,8 +2,7 @@
 //! latency, and a JSON audit trail with identifiers masked — read off a real relay process.
 
 use crate::helpers::{TestApp, spawn_simulator};
-use crate::processes::{RelayProcess, free_port, temp_dir};
-use qrlogin_relay::sandbox::{SANDBOX_APP_SECRET, SANDBOX_APPID};
+use crate::processes::{RelayProcess, free_port, serve_config, temp_dir};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -11,22 +10,10 @@ use serde_json::Value;
 async fn a_login_is_counted_timed_and_audited_with_identifiers_masked() {
     let simulator = spawn_simulator();
     let dir = temp_dir("observability");
-    let master_key = dir.join("master.key");
-    std::fs::write(&master_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
-    let config = format!(
-        r#"wechat_api_base = "{simulator}"
-master_key_file = "{}"
-admin_token = "observability-admin-token"
-
-[[connections]]
-identifier = "shop"
-display_name = "Observed shop"
-appid = "{SANDBOX_APPID}"
-app_secret = "{SANDBOX_APP_SECRET}"
-backend_secret = "sandbox"
-pool_size = 0
-"#,
-        master_key.display()
+    let config = serve_config(
+        &dir,
+        &format!("wechat_api_base = \"{simulator}\"\nadmin_token = \"observability-admin-token\""),
+        "identifier = \"shop\"\ndisplay_name = \"Observed shop\"\npool_size = 0",
     );
     let port = free_port();
     let relay = RelayProcess::start(&config, &dir, "observed", port).await;

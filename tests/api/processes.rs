@@ -271,6 +271,19 @@ async fn pump(
     }
 }
 
+/// A `serve` config on the sandbox mini-program: a master key written into `dir`, `settings`
+/// at the top, and one connection with `connection`'s lines (its identifier, name, …) added.
+pub fn serve_config(dir: &Path, settings: &str, connection: &str) -> String {
+    use qrlogin_relay::sandbox::{SANDBOX_APP_SECRET, SANDBOX_APPID};
+    let master_key = dir.join("master.key");
+    std::fs::write(&master_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    format!(
+        "master_key_file = \"{}\"\n{settings}\n\n[[connections]]\nappid = \"{SANDBOX_APPID}\"\n\
+         app_secret = \"{SANDBOX_APP_SECRET}\"\nbackend_secret = \"sandbox\"\n{connection}\n",
+        master_key.display()
+    )
+}
+
 /// The relay binary, `serve --config FILE`, on a port of its own; its log (JSON lines) goes
 /// to `log`.
 pub struct RelayProcess {
