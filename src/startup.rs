@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 /// Request bodies above this are refused (413): every body we accept is a small JSON object.
 const BODY_LIMIT: usize = 16 * 1024;
+/// How long a client may take to send a request's head.
+const HEAD_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long the pool refiller may take to finish the code it is making once the server stopped.
 const REFILLER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -219,6 +221,9 @@ impl Application {
         })
         .workers(workers)
         .max_connections(connections_per_worker)
+        // A request head must arrive within this (then 408 and the connection closes); bodies
+        // are bounded by `body_read_timeout_secs` (routes::slow_clients).
+        .client_request_timeout(HEAD_READ_TIMEOUT)
         .listen(listener)?
         // Signals are ours (see `run_until_stopped`): browsers are told before the server stops.
         .disable_signals()

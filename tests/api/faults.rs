@@ -220,3 +220,62 @@ async fn sigterm_mid_refill_releases_the_pool_lock_and_exits_cleanly() {
         "the refill stopped between codes instead of finishing"
     );
 }
+
+#[tokio::test]
+async fn a_socket_whose_resync_read_fails_stays_open_and_reads_again() {
+    let redis = RedisServer::start();
+    let mut settings = settings(Backend::Redis);
+    settings.redis_url = Some(redis.url());
+    let app = spawn_app_with(settings).await;
+    let pc = app.start().await;
+    let mut socket = app.socket(&pc).await;
+    assert_eq!(socket.next_json().await["status"], "pending");
+
+    // Reads fail (as while Redis is loading or failing over) while subscriptions work; then the
+    // subscription drops, so every waiting browser re-reads — and that read fails.
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let acl = |rule: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("default")
+                .arg(rule)
+                .query_async::<()>(&mut admin)
+                .await
+                .unwrap()
+        }
+    };
+    let loads = r#"qrlogin_store_call_seconds_count{op="load"}"#;
+    acl("-hmget").await;
+    let before = app.metric(loads).await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin.clone())
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    // The resubscribed feed makes the socket re-read; nobody else reads meanwhile.
+    let http = app.http.clone();
+    let metrics = app.url("/metrics");
+    until("the socket's resync read", || {
+        let request = http.get(&metrics).send();
+        async move {
+            let text = request.await.unwrap().text().await.unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix(loads).and_then(|n| n.trim().parse::<u64>().ok()))
+                .is_some_and(|n| n > before)
+        }
+    })
+    .await;
+    let (status, _) = app.get_session(&pc, "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "reads fail now");
+    acl("+hmget").await;
+
+    // The socket that waited through the failed resync is pushed the next change.
+    app.scan(&pc, "uma").await;
+    assert_eq!(socket.next_json().await["status"], "scanned");
+}

@@ -44,6 +44,44 @@ async fn bodies_that_never_arrive_are_cut_off_while_health_checks_answer() {
 }
 
 #[tokio::test]
+async fn request_heads_that_never_finish_are_dropped_while_health_checks_answer() {
+    let app = spawn_app_with(settings(Backend::Memory)).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let started = tokio::time::Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"POST /v1/login-sessions HTTP/1.1\r\nHost: re")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "health checks answer during the flood"
+    );
+    for mut stream in stalled {
+        let mut answer = Vec::new();
+        tokio::time::timeout(crate::helpers::PATIENCE, stream.read_to_end(&mut answer))
+            .await
+            .expect("the stalled request head was never dropped")
+            .ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+    }
+    eprintln!(
+        "slow-head flood: 200 stalled heads dropped within {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn past_the_socket_cap_browsers_are_told_the_server_is_busy_while_health_checks_answer() {
     let mut settings = settings(Backend::Memory);
     settings.max_open_sockets = Some(20);
