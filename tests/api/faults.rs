@@ -2,61 +2,43 @@
 //! that silently stops delivering, Redis over TLS. Nothing is lost and the waiting browser is
 //! pushed the outcome.
 
-use crate::helpers::{Backend, settings, spawn_app_with};
+use crate::helpers::{Backend, PcSession, Socket, TestApp, settings, spawn_app_with};
 use crate::processes::{RedisServer, TcpProxy, until};
 use reqwest::StatusCode;
 use serde_json::json;
 
-#[tokio::test]
-async fn redis_killed_and_restarted_mid_login_loses_nothing_and_the_socket_stays_open() {
-    let mut redis = RedisServer::start();
+/// A relay on the Redis at `url` (trusting `ca`), and a browser waiting on a new session.
+async fn waiting_on(url: String, ca: Option<std::path::PathBuf>) -> (TestApp, PcSession, Socket) {
     let mut settings = settings(Backend::Redis);
-    settings.redis_url = Some(redis.url());
+    settings.redis_url = Some(url);
+    settings.redis_ca_file = ca;
     let app = spawn_app_with(settings).await;
     let pc = app.start().await;
     let mut socket = app.socket(&pc).await;
     assert_eq!(socket.next_json().await["status"], "pending");
+    (app, pc, socket)
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_mid_login_loses_nothing_and_the_socket_stays_open() {
+    let mut redis = RedisServer::start();
+    let (app, pc, mut socket) = waiting_on(redis.url(), None).await;
     let scan = app.scan(&pc, "rita").await;
     assert_eq!(socket.next_json().await["status"], "scanned");
 
     redis.kill();
     let outage = tokio::time::Instant::now();
     // Requests are told the store is away and when to come back; readiness says so.
-    let created = app
-        .http
-        .post(app.url("/v1/login-sessions"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        created.headers().contains_key("retry-after"),
-        "503 without Retry-After"
-    );
-    assert_eq!(
-        created.json::<serde_json::Value>().await.unwrap()["error"],
-        "store_unavailable"
-    );
+    app.start_refused_503("store_unavailable").await;
     let (status, body) = app.get_session(&pc, "").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable"))
     );
-    let http = app.http.clone();
-    let readyz = app.url("/readyz");
-    until("readyz reports the outage", || {
-        let request = http.get(&readyz).send();
-        async move { request.await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE }
-    })
-    .await;
+    app.until_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
 
     redis.restart();
-    until("readyz is ready again", || {
-        let request = http.get(&readyz).send();
-        async move { request.await.unwrap().status() == StatusCode::OK }
-    })
-    .await;
+    app.until_readyz(StatusCode::OK).await;
     eprintln!("redis restart: ready again {:?} after the kill", outage.elapsed());
 
     // The login goes on where it stopped, on the socket that waited through the outage.
@@ -74,12 +56,7 @@ async fn redis_killed_and_restarted_mid_login_loses_nothing_and_the_socket_stays
 async fn a_subscription_gone_silent_is_noticed_reopened_and_the_missed_change_pushed() {
     let redis = RedisServer::start();
     let proxy = TcpProxy::start(vec![([127, 0, 0, 1], redis.port).into()]).await;
-    let mut settings = settings(Backend::Redis);
-    settings.redis_url = Some(proxy.url("redis"));
-    let app = spawn_app_with(settings).await;
-    let pc = app.start().await;
-    let mut socket = app.socket(&pc).await;
-    assert_eq!(socket.next_json().await["status"], "pending");
+    let (app, pc, mut socket) = waiting_on(proxy.url("redis"), None).await;
 
     // The subscription's TCP link goes half-open: no error, no close, no more events (and new
     // subscriptions fare no better for now).
@@ -87,13 +64,7 @@ async fn a_subscription_gone_silent_is_noticed_reopened_and_the_missed_change_pu
     let cut = tokio::time::Instant::now();
     // This change's event is lost on the silent link; only a resync can bring it.
     app.scan(&pc, "sam").await;
-    let http = app.http.clone();
-    let readyz = app.url("/readyz");
-    until("readyz reports the silent subscription", || {
-        let request = http.get(&readyz).send();
-        async move { request.await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE }
-    })
-    .await;
+    app.until_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
     eprintln!("silent subscription: noticed {:?} after the cut", cut.elapsed());
 
     proxy.end_silence();
@@ -107,30 +78,15 @@ async fn a_subscription_gone_silent_is_noticed_reopened_and_the_missed_change_pu
         "silent subscription: missed change pushed {:?} after the link healed",
         healed.elapsed()
     );
-    until("readyz is ready again", || {
-        let request = http.get(&readyz).send();
-        async move { request.await.unwrap().status() == StatusCode::OK }
-    })
-    .await;
+    app.until_readyz(StatusCode::OK).await;
 }
 
 #[tokio::test]
 async fn rediss_with_a_private_ca_carries_a_whole_login() {
     let (redis, ca) = RedisServer::start_tls();
-    let mut settings = settings(Backend::Redis);
-    settings.redis_url = Some(format!("rediss://localhost:{}/", redis.port));
-    settings.redis_ca_file = Some(ca);
-    let app = spawn_app_with(settings).await;
-    let pc = app.start().await;
-    let mut socket = app.socket(&pc).await;
-    assert_eq!(socket.next_json().await["status"], "pending");
+    let (app, pc, mut socket) = waiting_on(format!("rediss://localhost:{}/", redis.port), Some(ca)).await;
     app.log_in(&pc, "tess", "13800138000").await;
-    let confirmed = loop {
-        let frame = socket.next_json().await;
-        if frame["status"] == "confirmed" {
-            break frame;
-        }
-    };
+    let confirmed = socket.until_status("confirmed").await;
     let (status, _) = app.redeem(confirmed["ticket"].as_str().unwrap(), "sandbox").await;
     assert_eq!(status, StatusCode::OK);
     // Every Redis call is timed, by operation: the login's scan and confirm among them.
@@ -224,12 +180,7 @@ async fn sigterm_mid_refill_releases_the_pool_lock_and_exits_cleanly() {
 #[tokio::test]
 async fn a_socket_whose_resync_read_fails_stays_open_and_reads_again() {
     let redis = RedisServer::start();
-    let mut settings = settings(Backend::Redis);
-    settings.redis_url = Some(redis.url());
-    let app = spawn_app_with(settings).await;
-    let pc = app.start().await;
-    let mut socket = app.socket(&pc).await;
-    assert_eq!(socket.next_json().await["status"], "pending");
+    let (app, pc, mut socket) = waiting_on(redis.url(), None).await;
 
     // Reads fail (as while Redis is loading or failing over) while subscriptions work; then the
     // subscription drops, so every waiting browser re-reads — and that read fails.

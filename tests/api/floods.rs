@@ -6,34 +6,44 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// `count` connections to the relay that each send `bytes` and then nothing.
+async fn stalled(relay: &str, bytes: &[u8], count: usize) -> Vec<tokio::net::TcpStream> {
+    let addr = relay.trim_start_matches("http://");
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        streams.push(stream);
+    }
+    streams
+}
+
+/// What the relay sent on `stream` before closing it.
+async fn last_words(mut stream: tokio::net::TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::helpers::PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the stalled request was never cut off")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test]
 async fn bodies_that_never_arrive_are_cut_off_while_health_checks_answer() {
     let mut settings = settings(Backend::Memory);
     settings.body_read_timeout_secs = 1;
     let app = spawn_app_with(settings).await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
     let started = tokio::time::Instant::now();
-    let mut stalled = Vec::new();
-    for _ in 0..200 {
-        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let head = "POST /v1/login-sessions HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n{";
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stalled.push(stream);
-    }
+    let head = "POST /v1/login-sessions HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n{";
+    let streams = stalled(&app.base, head.as_bytes(), 200).await;
     let health = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(
         health.status(),
         StatusCode::OK,
         "health checks answer during the flood"
     );
-    for mut stream in stalled {
-        let mut answer = Vec::new();
-        // The relay answers and closes: read to the end.
-        tokio::time::timeout(crate::helpers::PATIENCE, stream.read_to_end(&mut answer))
-            .await
-            .expect("the stalled request was never cut off")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+    for stream in streams {
+        let answer = last_words(stream).await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains(r#""error":"body_timeout""#), "{answer}");
     }
@@ -46,30 +56,16 @@ async fn bodies_that_never_arrive_are_cut_off_while_health_checks_answer() {
 #[tokio::test]
 async fn request_heads_that_never_finish_are_dropped_while_health_checks_answer() {
     let app = spawn_app_with(settings(Backend::Memory)).await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
     let started = tokio::time::Instant::now();
-    let mut stalled = Vec::new();
-    for _ in 0..200 {
-        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        stream
-            .write_all(b"POST /v1/login-sessions HTTP/1.1\r\nHost: re")
-            .await
-            .unwrap();
-        stalled.push(stream);
-    }
+    let streams = stalled(&app.base, b"POST /v1/login-sessions HTTP/1.1\r\nHost: re", 200).await;
     let health = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(
         health.status(),
         StatusCode::OK,
         "health checks answer during the flood"
     );
-    for mut stream in stalled {
-        let mut answer = Vec::new();
-        tokio::time::timeout(crate::helpers::PATIENCE, stream.read_to_end(&mut answer))
-            .await
-            .expect("the stalled request head was never dropped")
-            .ok();
-        let answer = String::from_utf8_lossy(&answer);
+    for stream in streams {
+        let answer = last_words(stream).await;
         assert!(
             answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
             "{answer}"

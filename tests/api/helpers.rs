@@ -305,16 +305,40 @@ impl TestApp {
         stats["calls"][api].as_u64().unwrap_or(0)
     }
 
-    pub async fn metric(&self, name: &str) -> u64 {
-        let text = self
+    /// `/metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// Asserts that starting a session is refused with a 503 carrying `Retry-After` and `code`.
+    pub async fn start_refused_503(&self, code: &str) {
+        let response = self
             .http
-            .get(self.url("/metrics"))
+            .post(self.url("/v1/login-sessions"))
+            .json(&json!({}))
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
             .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "503 without Retry-After"
+        );
+        assert_eq!(response.json::<Value>().await.unwrap()["error"], code);
+    }
+
+    /// Waits until `/readyz` answers `status`.
+    pub async fn until_readyz(&self, status: StatusCode) {
+        let started = tokio::time::Instant::now();
+        while self.http.get(self.url("/readyz")).send().await.unwrap().status() != status {
+            assert!(started.elapsed() < PATIENCE, "/readyz never answered {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
             .unwrap_or_else(|| panic!("metric {name} missing"))
@@ -412,6 +436,16 @@ impl Socket {
     /// Closes from the client side.
     pub async fn close(&mut self) {
         let _ = self.stream.close(None).await;
+    }
+
+    /// Skips frames until one with `status`; returns it.
+    pub async fn until_status(&mut self, status: &str) -> Value {
+        loop {
+            let frame = self.next_json().await;
+            if frame["status"] == status {
+                return frame;
+            }
+        }
     }
 
     /// Waits for the server's normal close.

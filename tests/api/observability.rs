@@ -26,12 +26,7 @@ async fn a_login_is_counted_timed_and_audited_with_identifiers_masked() {
     let mut socket = app.socket(&pc).await;
     assert_eq!(socket.next_json().await["status"], "pending");
     app.log_in(&pc, "vera", "13912345678").await;
-    let confirmed = loop {
-        let frame = socket.next_json().await;
-        if frame["status"] == "confirmed" {
-            break frame;
-        }
-    };
+    let confirmed = socket.until_status("confirmed").await;
     let ticket = confirmed["ticket"].as_str().unwrap().to_owned();
     let (status, redeemed) = app.redeem(&ticket, "sandbox").await;
     assert_eq!(status, StatusCode::OK);
@@ -45,15 +40,7 @@ async fn a_login_is_counted_timed_and_audited_with_identifiers_masked() {
         .unwrap();
     assert!(admin.status().is_success(), "{}", admin.status());
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for series in [
         r#"qrlogin_session_transitions_total{connection="shop",status="pending"} 1"#,
         r#"qrlogin_session_transitions_total{connection="shop",status="scanned"} 1"#,

@@ -188,19 +188,7 @@ async fn busy_wechat_is_retried_with_backoff_where_a_retry_spends_nothing_twice(
         json!({ "api": "getwxacodeunlimit", "errcode": -1, "times": 10 }),
     )
     .await;
-    let response = app
-        .http
-        .post(app.url("/v1/login-sessions"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(
-        response.json::<serde_json::Value>().await.unwrap()["error"],
-        "wechat_busy"
-    );
+    app.start_refused_503("wechat_busy").await;
     assert_eq!(app.sim_calls("getwxacodeunlimit").await, 6);
     steer(
         &app,
