@@ -1,14 +1,22 @@
-//! The in-process store: a map under a mutex (compare-and-set is a version check while the
-//! lock is held) and a broadcast channel for events.
+//! The in-process store: maps split into shards, each under its own mutex (compare-and-set is
+//! a version check while the shard's lock is held), and a broadcast channel for events.
+//!
+//! Sharding is what keeps the relay responsive with hundreds of thousands of sessions: a lock
+//! is held only for one shard's work, a shard's map doubles at 1/64 of the size the whole map
+//! would (and moves boxes, not records), and expiry is swept shard by shard as each is used,
+//! never across everything at once.
 
 use super::{FeedItem, StoreError, Versioned};
 use crate::session::{LoginSession, SceneId, unix_now};
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
 const EVENT_BUFFER: usize = 4096;
 const SWEEP_EVERY_SECS: u64 = 10;
+const SHARDS: usize = 64;
 
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -16,14 +24,16 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    state: Mutex<State>,
+    shards: Vec<Mutex<State>>,
     events: broadcast::Sender<Versioned>,
     linger_secs: u64,
 }
 
+/// One shard: the records whose key hashes to it.
 #[derive(Default)]
 struct State {
-    sessions: HashMap<SceneId, (Versioned, u64)>,
+    /// Boxed, so growing the map moves pointers rather than whole records.
+    sessions: HashMap<SceneId, Box<(Versioned, u64)>>,
     values: HashMap<String, (Vec<u8>, u64)>,
     queues: HashMap<String, VecDeque<Vec<u8>>>,
     /// Rate-limit counters: count and the end of their window.
@@ -38,7 +48,7 @@ impl State {
             return;
         }
         self.last_sweep = now;
-        self.sessions.retain(|_, (_, keep_until)| *keep_until > now);
+        self.sessions.retain(|_, record| record.1 > now);
         self.values.retain(|_, (_, keep_until)| *keep_until > now);
         self.counters.retain(|_, (_, until)| *until > now);
     }
@@ -49,24 +59,27 @@ impl MemoryStore {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::default(),
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 events,
                 linger_secs,
             }),
         }
     }
 
-    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
-        self.inner
-            .state
+    /// The shard holding `key`, locked, swept first when its sweep is due.
+    fn state(&self, key: &str) -> Result<MutexGuard<'_, State>, StoreError> {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let shard = &self.inner.shards[hasher.finish() as usize % SHARDS];
+        let mut state = shard
             .lock()
-            .map_err(|_| StoreError("memory store lock poisoned".into()))
+            .map_err(|_| StoreError("memory store lock poisoned".into()))?;
+        state.sweep(unix_now());
+        Ok(state)
     }
 
     pub async fn insert(&self, session: &LoginSession) -> Result<(), StoreError> {
-        let now = unix_now();
-        let mut state = self.state()?;
-        state.sweep(now);
+        let mut state = self.state(session.id.as_str())?;
         if state.sessions.contains_key(&session.id) {
             return Err(StoreError("session id already exists".into()));
         }
@@ -76,19 +89,19 @@ impl MemoryStore {
         };
         state.sessions.insert(
             session.id.clone(),
-            (versioned, session.keep_until(self.inner.linger_secs)),
+            Box::new((versioned, session.keep_until(self.inner.linger_secs))),
         );
         Ok(())
     }
 
     pub async fn load(&self, id: &SceneId) -> Result<Option<Versioned>, StoreError> {
         let now = unix_now();
-        let state = self.state()?;
+        let state = self.state(id.as_str())?;
         Ok(state
             .sessions
             .get(id)
-            .filter(|(_, keep)| *keep > now)
-            .map(|(v, _)| v.clone()))
+            .filter(|record| record.1 > now)
+            .map(|record| record.0.clone()))
     }
 
     pub async fn compare_and_set(
@@ -96,10 +109,11 @@ impl MemoryStore {
         expected: u64,
         session: &LoginSession,
     ) -> Result<Option<Versioned>, StoreError> {
-        let mut state = self.state()?;
-        let Some((current, keep_until)) = state.sessions.get_mut(&session.id) else {
+        let mut state = self.state(session.id.as_str())?;
+        let Some(record) = state.sessions.get_mut(&session.id) else {
             return Ok(None);
         };
+        let (current, keep_until) = &mut **record;
         if current.version != expected {
             return Ok(None);
         }
@@ -120,7 +134,7 @@ impl MemoryStore {
 
     pub async fn put_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
         let now = unix_now();
-        self.state()?
+        self.state(key)?
             .values
             .insert(key.to_owned(), (value.to_vec(), now + ttl_secs));
         Ok(())
@@ -128,7 +142,7 @@ impl MemoryStore {
 
     pub async fn put_new_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<bool, StoreError> {
         let now = unix_now();
-        let mut state = self.state()?;
+        let mut state = self.state(key)?;
         if state.values.get(key).is_some_and(|(_, until)| *until > now) {
             return Ok(false);
         }
@@ -141,7 +155,7 @@ impl MemoryStore {
     pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = unix_now();
         Ok(self
-            .state()?
+            .state(key)?
             .values
             .get(key)
             .filter(|(_, until)| *until > now)
@@ -151,7 +165,7 @@ impl MemoryStore {
     pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = unix_now();
         Ok(self
-            .state()?
+            .state(key)?
             .values
             .remove(key)
             .filter(|(_, until)| *until > now)
@@ -159,12 +173,12 @@ impl MemoryStore {
     }
 
     pub async fn delete_value(&self, key: &str) -> Result<(), StoreError> {
-        self.state()?.values.remove(key);
+        self.state(key)?.values.remove(key);
         Ok(())
     }
 
     pub async fn push_queue(&self, key: &str, items: &[Vec<u8>], _ttl_secs: u64) -> Result<(), StoreError> {
-        self.state()?
+        self.state(key)?
             .queues
             .entry(key.to_owned())
             .or_default()
@@ -173,16 +187,16 @@ impl MemoryStore {
     }
 
     pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.state()?.queues.get_mut(key).and_then(VecDeque::pop_front))
+        Ok(self.state(key)?.queues.get_mut(key).and_then(VecDeque::pop_front))
     }
 
     pub async fn queue_len(&self, key: &str) -> Result<usize, StoreError> {
-        Ok(self.state()?.queues.get(key).map_or(0, VecDeque::len))
+        Ok(self.state(key)?.queues.get(key).map_or(0, VecDeque::len))
     }
 
     pub async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
         let now = unix_now();
-        let mut state = self.state()?;
+        let mut state = self.state(key)?;
         let (count, until) = state
             .counters
             .entry(key.to_owned())
@@ -195,7 +209,7 @@ impl MemoryStore {
     }
 
     pub async fn delete_value_if(&self, key: &str, expected: &[u8]) -> Result<(), StoreError> {
-        let mut state = self.state()?;
+        let mut state = self.state(key)?;
         if state.values.get(key).is_some_and(|(value, _)| value == expected) {
             state.values.remove(key);
         }

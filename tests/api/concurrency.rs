@@ -67,3 +67,64 @@ async fn scans_by_two_people_race_and_one_wins(backend: Backend) {
         "{results:?}"
     );
 }
+
+/// The sharded memory store while its maps grow: inserts from many tasks at once all land,
+/// and concurrent changes to one session are each applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_loses_nothing_to_concurrent_inserts_and_changes() {
+    use qrlogin_relay::session::{ClientInfo, LoginSession, SceneId, unix_now};
+    use qrlogin_relay::store::SessionStore;
+    let store = SessionStore::memory(300);
+    let start = |id: SceneId| {
+        let client = ClientInfo {
+            ip: "203.0.113.9".into(),
+            user_agent: "test".into(),
+        };
+        LoginSession::start(id, "default", client, unix_now(), 600).0
+    };
+    let writers = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..20_000 {
+                let session = start(SceneId::random());
+                store.insert(&session).await.unwrap();
+                ids.push(session.id);
+            }
+            ids
+        })
+    });
+    let ids: Vec<SceneId> = join_all(writers)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    assert_eq!(ids.len(), 160_000);
+    for id in &ids {
+        assert_eq!(
+            store.get(id).await.unwrap().map(|v| v.version),
+            Some(0),
+            "{id:?} was lost"
+        );
+    }
+
+    // 8 tasks × 50 changes to one session: 400 versions, none lost to a race.
+    let target = ids[0].clone();
+    let changers = (0..8).map(|_| {
+        let (store, target) = (store.clone(), target.clone());
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                store
+                    .update(&target, |s| {
+                        s.created_at += 1;
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    join_all(changers).await;
+    let changed = store.get(&target).await.unwrap().unwrap();
+    assert_eq!(changed.version, 400);
+}
