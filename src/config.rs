@@ -83,6 +83,10 @@ pub struct Settings {
     /// told to reconnect elsewhere.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// `getwxacodeunlimit` calls the code pools of one AppID may make per minute, all
+    /// instances together (WeChat allows 5 000); 0: no budget.
+    #[serde(default = "default_code_budget")]
+    pub code_calls_per_appid_per_minute: u64,
     /// A request body must arrive within this long (`408 body_timeout` otherwise).
     #[serde(default = "default_body_read_timeout")]
     pub body_read_timeout_secs: u64,
@@ -269,6 +273,9 @@ fn default_long_polls_per_ip() -> usize {
 }
 fn default_shutdown_grace() -> u64 {
     10
+}
+fn default_code_budget() -> u64 {
+    5000
 }
 fn default_body_read_timeout() -> u64 {
     10

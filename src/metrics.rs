@@ -134,6 +134,8 @@ pub struct Metrics {
     pub pool_misses: Counter,
     pub pool_refilled: Counter,
     pub pool_refill_errors: Counter,
+    /// Refills stopped because the AppID's `getwxacodeunlimit` budget for the minute was spent.
+    pub pool_budget_spent: Counter,
     pub rate_limited: Counter,
     /// Codes converted to JPEG (once per session that asks).
     pub jpeg_conversions: Counter,

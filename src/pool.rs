@@ -14,7 +14,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{SessionStore, StoreError};
 use crate::wechat::{CodeRequest, WeChatClient, WeChatError};
 use actix_web::http::StatusCode;
-use futures_util::future::join_all;
+use futures_util::StreamExt;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,10 @@ use tokio::sync::Notify;
 /// (its connection removed or changed) is dropped by the store.
 const POOL_TTL_SECS: u64 = 7 * 24 * 3600;
 const REFILL_LOCK_MS: u64 = 60_000;
-const REFILL_CONCURRENCY: usize = 4;
+/// Codes fetched at once by a refill: between these, by how many are missing, so a drained
+/// pool is refilled many at a time (WeChat takes 100–300 ms per code).
+const MIN_REFILL_CONCURRENCY: usize = 4;
+const MAX_REFILL_CONCURRENCY: usize = 32;
 /// Pools are checked this often even when nobody here took a code (other instances do).
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -122,16 +125,38 @@ pub struct CodePool {
     wechat: WeChatClient,
     metrics: Arc<Metrics>,
     wake: Notify,
+    /// `getwxacodeunlimit` calls one AppID's refills may make per minute, all instances
+    /// together (counted in the store); 0: no budget.
+    budget_per_minute: u64,
 }
 
 impl CodePool {
-    pub fn new(store: SessionStore, wechat: WeChatClient, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: SessionStore,
+        wechat: WeChatClient,
+        metrics: Arc<Metrics>,
+        budget_per_minute: u64,
+    ) -> Self {
         Self {
             store,
             wechat,
             metrics,
             wake: Notify::new(),
+            budget_per_minute,
         }
+    }
+
+    /// Takes one call from the AppID's budget for this minute; `false` once it is spent.
+    async fn spend_budget(&self, appid: &str) -> Result<bool, StoreError> {
+        if self.budget_per_minute == 0 {
+            return Ok(true);
+        }
+        let minute = crate::session::unix_now() / 60;
+        let spent = self
+            .store
+            .count(&format!("code-budget:{appid}:{minute}"), 60)
+            .await?;
+        Ok(spent <= self.budget_per_minute)
     }
 
     /// The pool of a connection, named by everything that shapes its codes: a changed logo,
@@ -218,22 +243,33 @@ impl CodePool {
         else {
             return Ok(0);
         };
-        let (mut added, mut failure) = (0, None);
-        let mut missing = size - have;
-        while missing > 0 && !shutdown.has_started() {
-            let batch = missing.min(REFILL_CONCURRENCY);
-            for result in join_all((0..batch).map(|_| self.add_one(connection, &key))).await {
-                match result {
-                    Ok(()) => added += 1,
-                    Err(e) => failure = Some(e),
+        let missing = size - have;
+        let concurrency = missing.clamp(MIN_REFILL_CONCURRENCY, MAX_REFILL_CONCURRENCY);
+        let mut fetches = futures_util::stream::iter(0..missing)
+            .map(|_| self.add_one(connection, &key))
+            .buffer_unordered(concurrency);
+        let (mut added, mut failure, mut budget_spent) = (0, None, false);
+        while let Some(result) = fetches.next().await {
+            match result {
+                Ok(true) => added += 1,
+                // Fetches already under way finish; later ones find the budget spent too.
+                Ok(false) => budget_spent = true,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
             }
-            missing -= batch;
-            if failure.is_some() {
+            if shutdown.has_started() {
                 break;
             }
         }
+        // Fetches still in flight are dropped here: their codes are not pooled.
+        drop(fetches);
         self.metrics.pool_refilled.add(added as u64);
+        if budget_spent {
+            self.metrics.pool_budget_spent.inc();
+            tracing::info!(connection = %connection.identifier, added, "this minute's code budget is spent; the pool waits");
+        }
         self.store.unlock(lock).await.map_err(CodeFailure::Store)?;
         match failure {
             Some(e) => Err(e),
@@ -241,14 +277,24 @@ impl CodePool {
         }
     }
 
-    async fn add_one(&self, connection: &Connection, key: &str) -> Result<(), CodeFailure> {
+    /// Fetches, brands and pools one code; `false` (and no WeChat call) once the AppID's
+    /// budget for this minute is spent.
+    async fn add_one(&self, connection: &Connection, key: &str) -> Result<bool, CodeFailure> {
+        if !self
+            .spend_budget(&connection.app.appid)
+            .await
+            .map_err(CodeFailure::Store)?
+        {
+            return Ok(false);
+        }
         let id = SceneId::random();
         let code = make_code(&self.wechat, connection, &id).await?;
         let pooled = PooledCode { id, png: code.png }.encode();
         self.store
             .push_queue(key, &[pooled], POOL_TTL_SECS)
             .await
-            .map_err(CodeFailure::Store)
+            .map_err(CodeFailure::Store)?;
+        Ok(true)
     }
 
     /// Keeps every pooling connection's pool filled until the shutdown starts; connections

@@ -157,7 +157,12 @@ impl Application {
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
         // Accepting pauses before the descriptors run out, rather than failing accepts.
         let connections_per_worker = (open_files.saturating_sub(256) as usize / workers).max(64);
-        let pool = Arc::new(CodePool::new(store.clone(), wechat.clone(), metrics.clone()));
+        let pool = Arc::new(CodePool::new(
+            store.clone(),
+            wechat.clone(),
+            metrics.clone(),
+            settings.code_calls_per_appid_per_minute,
+        ));
         let pooling = tokio::spawn(pool.clone().run(connections.clone(), stopping.clone()));
 
         let state = web::Data::new(AppState {

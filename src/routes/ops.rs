@@ -58,6 +58,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             &m.pool_refill_errors,
         ),
         (
+            "code_pool_budget_spent",
+            "Refills stopped because the AppID's code budget for the minute was spent.",
+            &m.pool_budget_spent,
+        ),
+        (
             "rate_limited",
             "Requests refused by a rate limit (429).",
             &m.rate_limited,

@@ -131,6 +131,7 @@ pub fn sandbox_settings(options: SandboxOptions) -> Settings {
         long_polls_per_ip: 200,
         shutdown_grace_secs: 10,
         body_read_timeout_secs: 10,
+        code_calls_per_appid_per_minute: 5000,
         max_open_sockets: None,
         trusted_proxies: Default::default(),
         master_key_file: None,

@@ -216,3 +216,38 @@ async fn an_empty_pool_falls_back_to_a_live_fetch_and_refill_errors_are_counted(
     let (status, _, _) = code_bytes(&app, pc.body["code_url"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Two instances on one Redis, each refilling the pool of its own connection on the same
+/// AppID: together they make no more `getwxacodeunlimit` calls than the AppID's budget.
+#[tokio::test]
+async fn the_code_budget_of_an_appid_is_shared_by_every_instance_and_pool() {
+    let simulator = spawn_simulator();
+    let mut shared = settings(Backend::Redis);
+    shared.mount_simulator = false;
+    shared.wechat_api_base = simulator.clone();
+    shared.code_calls_per_appid_per_minute = 10;
+    let minute = || qrlogin_relay::session::unix_now() / 60;
+    let started_in = minute();
+    let instance = |identifier: &str| {
+        let mut s = shared.clone();
+        s.connections[0].identifier = identifier.into();
+        s.connections[0].companion = None;
+        s.connections[0].pool_size = 50;
+        s.connections[0].pool_low_water = 50;
+        s.connections.truncate(1);
+        s.default_connection = Some(identifier.into());
+        s
+    };
+    let a = spawn_app_with(instance("shop-a")).await;
+    let b = spawn_app_with(instance("shop-b")).await;
+    until_metric(&a, "qrlogin_code_pool_budget_spent_total", 1).await;
+    until_metric(&b, "qrlogin_code_pool_budget_spent_total", 1).await;
+    let refilled = a.metric("qrlogin_code_pool_refilled_total").await
+        + b.metric("qrlogin_code_pool_refilled_total").await;
+    let calls = a.sim_calls("getwxacodeunlimit").await;
+    // A minute boundary during the test opens a second budget.
+    let budgets = if minute() == started_in { 1 } else { 2 };
+    assert!(calls <= 10 * budgets, "{calls} calls for a budget of 10 a minute");
+    assert_eq!(refilled, calls, "every call's code was pooled");
+    assert!(calls >= 10, "the budget was used: {calls}");
+}
