@@ -224,8 +224,9 @@ impl CodePool {
         Ok(taken)
     }
 
-    /// Fills the pool back to its size once it is below its low-water mark. One instance at a
-    /// time refills a pool (a store lock); returns how many codes it added.
+    /// Fills the pool back to its size once it is below its low-water mark, in waves of up to
+    /// 32 fetches, until it is full (or the AppID's budget is spent). One instance at a time
+    /// refills a pool (a store lock); returns how many codes it added.
     pub async fn refill(&self, connection: &Connection, shutdown: &Shutdown) -> Result<usize, CodeFailure> {
         let Some((size, low_water)) = Self::limits(connection) else {
             return Ok(0);
@@ -243,29 +244,44 @@ impl CodePool {
         else {
             return Ok(0);
         };
-        let missing = size - have;
-        let concurrency = missing.clamp(MIN_REFILL_CONCURRENCY, MAX_REFILL_CONCURRENCY);
-        let mut fetches = futures_util::stream::iter(0..missing)
-            .map(|_| self.add_one(connection, &key))
-            .buffer_unordered(concurrency);
+        // Waves until the pool is full: codes taken while a wave runs are made up by the next,
+        // so a steady stream of starts keeps fetches in flight rather than draining the pool.
         let (mut added, mut failure, mut budget_spent) = (0, None, false);
-        while let Some(result) = fetches.next().await {
-            match result {
-                Ok(true) => added += 1,
-                // Fetches already under way finish; later ones find the budget spent too.
-                Ok(false) => budget_spent = true,
-                Err(e) => {
-                    failure = Some(e);
+        let mut have = have;
+        // Within half the lock's lifetime, so the lock never lapses under a running refill.
+        let until = tokio::time::Instant::now() + Duration::from_millis(REFILL_LOCK_MS / 2);
+        while have < size
+            && failure.is_none()
+            && !budget_spent
+            && !shutdown.has_started()
+            && tokio::time::Instant::now() < until
+        {
+            let missing = size - have;
+            let concurrency = missing.clamp(MIN_REFILL_CONCURRENCY, MAX_REFILL_CONCURRENCY);
+            let mut fetches = futures_util::stream::iter(0..missing)
+                .map(|_| self.add_one(connection, &key))
+                .buffer_unordered(concurrency);
+            while let Some(result) = fetches.next().await {
+                match result {
+                    Ok(true) => added += 1,
+                    // Fetches already under way finish; later ones find the budget spent too.
+                    Ok(false) => budget_spent = true,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                if shutdown.has_started() {
                     break;
                 }
             }
-            if shutdown.has_started() {
-                break;
+            // Fetches still in flight are dropped here: their codes are not pooled.
+            drop(fetches);
+            match self.store.queue_len(&key).await {
+                Ok(now_have) => have = now_have,
+                Err(e) => failure = Some(CodeFailure::Store(e)),
             }
         }
-        // Fetches still in flight are dropped here: their codes are not pooled.
-        drop(fetches);
-        self.metrics.pool_refilled.add(added as u64);
         if budget_spent {
             self.metrics.pool_budget_spent.inc();
             tracing::info!(connection = %connection.identifier, added, "this minute's code budget is spent; the pool waits");
@@ -294,6 +310,7 @@ impl CodePool {
             .push_queue(key, &[pooled], POOL_TTL_SECS)
             .await
             .map_err(CodeFailure::Store)?;
+        self.metrics.pool_refilled.inc();
         Ok(true)
     }
 
