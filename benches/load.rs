@@ -1,11 +1,17 @@
-//! `cargo bench --bench load -- pool [--rate 60] [--seconds 20] [--latency-ms 200]`: the
-//! code pool under a sustained start rate. The WeChat simulator runs in its own process with
-//! `getwxacodeunlimit` delayed like WeChat's (100–300 ms), the relay in another (`serve`,
-//! memory store, defaults but for the per-IP session limit); PC sessions are started at a
-//! steady rate and the table shows how many were served from the pool.
+//! The load tool: the WeChat simulator and the relay each in their own process, driven over
+//! real HTTP and WebSockets from here.
 //!
-//! (The first scenario of issue 12's load tool; waiting sockets, logins, push latency and the
-//! bare-handler comparison are still to come.)
+//! `cargo bench --bench load -- pool [--rate 60] [--seconds 20] [--latency-ms 200]`: the code
+//! pool under a sustained start rate (`getwxacodeunlimit` delayed like WeChat's 100–300 ms):
+//! how many starts were served from the pool.
+//!
+//! `cargo bench --bench load -- sockets [--sockets 5000] [--logins 200]`: N browsers wait on
+//! WebSockets (relay on its own `redis-server`), then M of them are logged in (scan, confirm,
+//! redeem) while all stay connected: relay RSS per idle socket, push latency (confirm answered
+//! → `confirmed` frame read), relay CPU per login (from `/proc`). Raise `ulimit -n` first for
+//! more than a few thousand sockets.
+//!
+//! (Still to come from issue 12: several instances, Redis Cluster, the bare-handler comparison.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::net::TcpListener;
@@ -66,28 +72,33 @@ fn flag(args: &[String], name: &str, default: u64) -> u64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    if args.first().map(String::as_str) != Some("pool") {
-        println!("usage: cargo bench --bench load -- pool [--rate 60] [--seconds 20] [--latency-ms 200]");
-        return;
+    match args.first().map(String::as_str) {
+        Some("pool") => pool(&args).await,
+        Some("sockets") => sockets(&args).await,
+        _ => println!(
+            "usage: cargo bench --bench load -- pool [--rate 60] [--seconds 20] [--latency-ms 200]\n       \
+             cargo bench --bench load -- sockets [--sockets 5000] [--logins 200]"
+        ),
     }
-    let (rate, seconds, latency) = (
-        flag(&args, "--rate", 60),
-        flag(&args, "--seconds", 20),
-        flag(&args, "--latency-ms", 200),
-    );
-    let http = reqwest::Client::new();
-    let sim_addr = free_addr();
-    let _simulator = spawn(&["wechat-sim", "--listen", &sim_addr]);
-    let wechat = format!("http://{sim_addr}");
-    until_up(&http, &format!("{wechat}/_sim/stats")).await;
-    http.post(format!("{wechat}/_sim/delay"))
-        .json(&serde_json::json!({ "api": "getwxacodeunlimit", "millis": latency }))
-        .send()
-        .await
-        .unwrap();
+}
 
-    let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A WeChat simulator in its own process; its base URL.
+async fn simulator(http: &reqwest::Client) -> (Process, String) {
+    let sim_addr = free_addr();
+    let process = spawn(&["wechat-sim", "--listen", &sim_addr]);
+    let wechat = format!("http://{sim_addr}");
+    until_up(http, &format!("{wechat}/_sim/stats")).await;
+    (process, wechat)
+}
+
+/// A relay (`serve`) in its own process with `settings` on top; its pid and base URL.
+async fn relay(
+    http: &reqwest::Client,
+    dir: &std::path::Path,
+    wechat: &str,
+    settings: &str,
+) -> (Process, String) {
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("master.key"),
         "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
@@ -96,16 +107,57 @@ async fn main() {
     let relay_addr = free_addr();
     let config = format!(
         "listen = \"{relay_addr}\"\nwechat_api_base = \"{wechat}\"\nmaster_key_file = \"{}\"\n\
-         sessions_per_ip_per_minute = 0\n\n[[connections]]\nidentifier = \"load\"\ndisplay_name = \"Load\"\n\
+         sessions_per_ip_per_minute = 0\n{settings}\n\n[[connections]]\nidentifier = \"load\"\ndisplay_name = \"Load\"\n\
          appid = \"{}\"\napp_secret = \"{}\"\nbackend_secret = \"load\"\n",
         dir.join("master.key").display(),
         qrlogin_relay::sandbox::SANDBOX_APPID,
         qrlogin_relay::sandbox::SANDBOX_APP_SECRET,
     );
     std::fs::write(dir.join("relay.toml"), config).unwrap();
-    let _relay = spawn(&["serve", "--config", dir.join("relay.toml").to_str().unwrap()]);
+    let process = spawn(&["serve", "--config", dir.join("relay.toml").to_str().unwrap()]);
     let relay = format!("http://{relay_addr}");
-    until_up(&http, &format!("{relay}/readyz")).await;
+    until_up(http, &format!("{relay}/readyz")).await;
+    (process, relay)
+}
+
+/// Resident memory of `pid`, in KB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// CPU time `pid` has used, user and system, from `/proc/{pid}/stat`.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3
+}
+
+async fn pool(args: &[String]) {
+    let (rate, seconds, latency) = (
+        flag(args, "--rate", 60),
+        flag(args, "--seconds", 20),
+        flag(args, "--latency-ms", 200),
+    );
+    let http = reqwest::Client::new();
+    let (_simulator, wechat) = simulator(&http).await;
+    http.post(format!("{wechat}/_sim/delay"))
+        .json(&serde_json::json!({ "api": "getwxacodeunlimit", "millis": latency }))
+        .send()
+        .await
+        .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
+    let (_relay, relay) = relay(&http, &dir, &wechat, "").await;
     // The pool fills before the run, as it would on a relay that has been up a while.
     let filled = Instant::now();
     while metric(
@@ -185,5 +237,192 @@ async fn main() {
         "| codes minted | {} |",
         metric(&metrics, "qrlogin_code_pool_refilled_total")
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn sockets(args: &[String]) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (count, logins) = (
+        flag(args, "--sockets", 5000) as usize,
+        flag(args, "--logins", 200) as usize,
+    );
+    let http = reqwest::Client::new();
+    let (_simulator, wechat) = simulator(&http).await;
+    let redis_port = free_addr().rsplit(':').next().unwrap().to_owned();
+    let _redis = Process(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed"),
+    );
+    let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", redis_port.parse::<u16>().unwrap())).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settings = format!(
+        "redis_url = \"redis://127.0.0.1:{redis_port}/\"\nwebsockets_per_ip = 0\nmini_program_calls_per_ip_per_minute = 0\n\
+         calls_per_openid_per_minute = 0\nmax_open_sockets = {}",
+        count + 1000
+    );
+    let (relay_process, relay) = relay(&http, &dir, &wechat, &settings).await;
+    let pid = relay_process.0.id();
+    let ws_base = relay.replacen("http", "ws", 1);
+    let baseline = rss_kb(pid);
+
+    // N browsers: start a session, open its socket, authenticate, read the first frame; each
+    // socket's reader reports when `confirmed` arrives.
+    let (confirmed_tx, mut confirmed_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let mut sessions = Vec::new();
+    let opened = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..count {
+        let created: serde_json::Value = http
+            .post(format!("{relay}/v1/login-sessions"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let secret = created["secret"].as_str().unwrap().to_owned();
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(format!("{ws_base}/v1/login-sessions/{id}/ws"))
+                .await
+                .unwrap();
+        socket
+            .send(Message::Text(
+                serde_json::json!({ "type": "auth", "secret": secret })
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .unwrap();
+        let first = socket.next().await.unwrap().unwrap();
+        assert!(first.to_text().unwrap().contains("pending"));
+        let tx = confirmed_tx.clone();
+        let id_for_reader = id.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Text(text) = message
+                    && text.contains("\"confirmed\"")
+                {
+                    let _ = tx.send((id_for_reader.clone(), Instant::now()));
+                }
+            }
+        }));
+        sessions.push(id);
+    }
+    let open_took = opened.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the relay's allocator settle
+    let loaded = rss_kb(pid);
+
+    // M logins on sockets spread over the N, one after another, all others still connected.
+    let cpu_before = cpu(pid);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let step = (count / logins.max(1)).max(1);
+    let started = Instant::now();
+    for (n, id) in sessions.iter().step_by(step).take(logins).enumerate() {
+        let user = format!("load-{n}");
+        let mint = |kind: &str, body: serde_json::Value| {
+            let request = http.post(format!("{wechat}/_sim/{kind}")).json(&body).send();
+            async move {
+                request.await.unwrap().json::<serde_json::Value>().await.unwrap()["code"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
+        let login_code = mint("login-code", serde_json::json!({ "user": user })).await;
+        let scan: serde_json::Value = http
+            .post(format!("{relay}/v1/mp/scan"))
+            .json(&serde_json::json!({ "scene": id, "login_code": login_code, "launch_scene": 1047 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let Some(scan_token) = scan["scan_token"].as_str() else {
+            errors += 1;
+            continue;
+        };
+        let phone_code = mint(
+            "phone-code",
+            serde_json::json!({ "user": user, "phone": "13800138000" }),
+        )
+        .await;
+        let answer = http
+            .post(format!("{relay}/v1/mp/confirm"))
+            .json(&serde_json::json!({ "scene": id, "scan_token": scan_token, "phone_code": phone_code }))
+            .send()
+            .await
+            .unwrap();
+        let accepted = Instant::now();
+        if !answer.status().is_success() {
+            errors += 1;
+            continue;
+        }
+        // The frame may have been read before the confirm's answer: then the latency is 0.
+        let (pushed_id, read_at) = tokio::time::timeout(Duration::from_secs(10), confirmed_rx.recv())
+            .await
+            .expect("no confirmed frame")
+            .unwrap();
+        assert_eq!(&pushed_id, id);
+        latencies.push(read_at.saturating_duration_since(accepted));
+    }
+    let logins_took = started.elapsed();
+    let cpu_used = cpu(pid).saturating_sub(cpu_before);
+    latencies.sort();
+    println!("| scenario | sockets: {count} waiting browsers, {logins} logins, relay on Redis |");
+    println!("|---|---|");
+    println!(
+        "| sockets opened | {count} in {:.1} s ({:.0}/s) |",
+        open_took.as_secs_f64(),
+        count as f64 / open_took.as_secs_f64()
+    );
+    println!(
+        "| relay RSS before / with the sockets | {:.1} MB / {:.1} MB |",
+        baseline as f64 / 1024.0,
+        loaded as f64 / 1024.0
+    );
+    println!(
+        "| relay memory per idle socket | {:.1} KB |",
+        loaded.saturating_sub(baseline) as f64 / count as f64
+    );
+    println!(
+        "| push latency p50 / p99 / max (confirm answered → frame read) | {:.3} / {:.3} / {:.3} ms |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+    println!(
+        "| logins | {} in {:.1} s, {errors} errors |",
+        latencies.len(),
+        logins_took.as_secs_f64()
+    );
+    println!(
+        "| relay CPU per login (scan + confirm + push) | {:.2} ms |",
+        cpu_used.as_secs_f64() * 1e3 / latencies.len().max(1) as f64
+    );
+    for reader in readers {
+        reader.abort();
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
