@@ -286,48 +286,56 @@ async fn sockets(args: &[String]) {
     // N browsers: start a session, open its socket, authenticate, read the first frame; each
     // socket's reader reports when `confirmed` arrives.
     let (confirmed_tx, mut confirmed_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
-    let mut sessions = Vec::new();
     let opened = Instant::now();
-    let mut readers = Vec::new();
-    for _ in 0..count {
-        let created: serde_json::Value = http
-            .post(format!("{relay}/v1/login-sessions"))
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = created["id"].as_str().unwrap().to_owned();
-        let secret = created["secret"].as_str().unwrap().to_owned();
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async(format!("{ws_base}/v1/login-sessions/{id}/ws"))
+    let open_one = |_| {
+        let (http, relay, ws_base, tx) = (http.clone(), relay.clone(), ws_base.clone(), confirmed_tx.clone());
+        async move {
+            let created: serde_json::Value = http
+                .post(format!("{relay}/v1/login-sessions"))
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json()
                 .await
                 .unwrap();
-        socket
-            .send(Message::Text(
-                serde_json::json!({ "type": "auth", "secret": secret })
-                    .to_string()
-                    .into(),
-            ))
-            .await
-            .unwrap();
-        let first = socket.next().await.unwrap().unwrap();
-        assert!(first.to_text().unwrap().contains("pending"));
-        let tx = confirmed_tx.clone();
-        let id_for_reader = id.clone();
-        readers.push(tokio::spawn(async move {
-            while let Some(Ok(message)) = socket.next().await {
-                if let Message::Text(text) = message
-                    && text.contains("\"confirmed\"")
-                {
-                    let _ = tx.send((id_for_reader.clone(), Instant::now()));
+            let id = created["id"].as_str().unwrap().to_owned();
+            let secret = created["secret"].as_str().unwrap().to_owned();
+            let (mut socket, _) =
+                tokio_tungstenite::connect_async(format!("{ws_base}/v1/login-sessions/{id}/ws"))
+                    .await
+                    .unwrap();
+            socket
+                .send(Message::Text(
+                    serde_json::json!({ "type": "auth", "secret": secret })
+                        .to_string()
+                        .into(),
+                ))
+                .await
+                .unwrap();
+            let first = socket.next().await.unwrap().unwrap();
+            assert!(first.to_text().unwrap().contains("pending"));
+            let id_for_reader = id.clone();
+            let reader = tokio::spawn(async move {
+                while let Some(Ok(message)) = socket.next().await {
+                    if let Message::Text(text) = message
+                        && text.contains("\"confirmed\"")
+                    {
+                        let _ = tx.send((id_for_reader.clone(), Instant::now()));
+                    }
                 }
-            }
-        }));
-        sessions.push(id);
-    }
+            });
+            (id, reader)
+        }
+    };
+    // Sixteen browsers arrive at a time.
+    let (sessions, readers): (Vec<String>, Vec<_>) = futures_util::stream::iter(0..count)
+        .map(open_one)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .unzip();
     let open_took = opened.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await; // let the relay's allocator settle
     let loaded = rss_kb(pid);

@@ -226,6 +226,13 @@ impl Application {
         })
         .workers(workers)
         .max_connections(connections_per_worker)
+        // Frames go out when written: with Nagle's algorithm a `confirmed` frame right after
+        // `scanned` waited for the browser's delayed ACK (~40 ms).
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         // A request head must arrive within this (then 408 and the connection closes); bodies
         // are bounded by `body_read_timeout_secs` (routes::slow_clients).
         .client_request_timeout(HEAD_READ_TIMEOUT)
