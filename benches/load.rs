@@ -11,7 +11,12 @@
 //! → `confirmed` frame read), relay CPU per login (from `/proc`). Raise `ulimit -n` first for
 //! more than a few thousand sockets.
 //!
-//! (Still to come from issue 12: several instances, Redis Cluster, the bare-handler comparison.)
+//! `cargo bench --bench load -- compare [--seconds 5] [--clients 32]`: status reads and
+//! warm-pool session starts against the relay on Redis, beside the same requests against a bare
+//! actix-web handler doing one Redis GET (this tool, re-run as `bare-server` in its own
+//! process), with the ratio.
+//!
+//! (Still to come from issue 12: several instances, Redis Cluster.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::net::TcpListener;
@@ -75,9 +80,12 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("pool") => pool(&args).await,
         Some("sockets") => sockets(&args).await,
+        Some("compare") => compare(&args).await,
+        Some("bare-server") => bare_server(&args).await,
         _ => println!(
             "usage: cargo bench --bench load -- pool [--rate 60] [--seconds 20] [--latency-ms 200]\n       \
-             cargo bench --bench load -- sockets [--sockets 5000] [--logins 200]"
+             cargo bench --bench load -- sockets [--sockets 5000] [--logins 200]\n       \
+             cargo bench --bench load -- compare [--seconds 5] [--clients 32]"
         ),
     }
 }
@@ -91,12 +99,14 @@ async fn simulator(http: &reqwest::Client) -> (Process, String) {
     (process, wechat)
 }
 
-/// A relay (`serve`) in its own process with `settings` on top; its pid and base URL.
+/// A relay (`serve`) in its own process with `settings` on top and `connection`'s lines in its
+/// one connection; the process and its base URL.
 async fn relay(
     http: &reqwest::Client,
     dir: &std::path::Path,
     wechat: &str,
     settings: &str,
+    connection: &str,
 ) -> (Process, String) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -108,7 +118,7 @@ async fn relay(
     let config = format!(
         "listen = \"{relay_addr}\"\nwechat_api_base = \"{wechat}\"\nmaster_key_file = \"{}\"\n\
          sessions_per_ip_per_minute = 0\n{settings}\n\n[[connections]]\nidentifier = \"load\"\ndisplay_name = \"Load\"\n\
-         appid = \"{}\"\napp_secret = \"{}\"\nbackend_secret = \"load\"\n",
+         appid = \"{}\"\napp_secret = \"{}\"\nbackend_secret = \"load\"\n{connection}\n",
         dir.join("master.key").display(),
         qrlogin_relay::sandbox::SANDBOX_APPID,
         qrlogin_relay::sandbox::SANDBOX_APP_SECRET,
@@ -157,7 +167,7 @@ async fn pool(args: &[String]) {
         .unwrap();
 
     let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
-    let (_relay, relay) = relay(&http, &dir, &wechat, "").await;
+    let (_relay, relay) = relay(&http, &dir, &wechat, "", "").await;
     // The pool fills before the run, as it would on a relay that has been up a while.
     let filled = Instant::now();
     while metric(
@@ -249,36 +259,14 @@ async fn sockets(args: &[String]) {
     );
     let http = reqwest::Client::new();
     let (_simulator, wechat) = simulator(&http).await;
-    let redis_port = free_addr().rsplit(':').next().unwrap().to_owned();
-    let _redis = Process(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed"),
-    );
+    let (_redis, redis_url) = own_redis().await;
     let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", redis_port.parse::<u16>().unwrap())).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let settings = format!(
-        "redis_url = \"redis://127.0.0.1:{redis_port}/\"\nwebsockets_per_ip = 0\nmini_program_calls_per_ip_per_minute = 0\n\
+        "redis_url = \"{redis_url}\"\nwebsockets_per_ip = 0\nmini_program_calls_per_ip_per_minute = 0\n\
          calls_per_openid_per_minute = 0\nmax_open_sockets = {}",
         count + 1000
     );
-    let (relay_process, relay) = relay(&http, &dir, &wechat, &settings).await;
+    let (relay_process, relay) = relay(&http, &dir, &wechat, &settings, "").await;
     let pid = relay_process.0.id();
     let ws_base = relay.replacen("http", "ws", 1);
     let baseline = rss_kb(pid);
@@ -432,5 +420,210 @@ async fn sockets(args: &[String]) {
     for reader in readers {
         reader.abort();
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `redis-server` of the tool's own on a free port; the process and its URL.
+async fn own_redis() -> (Process, String) {
+    let port = free_addr().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let process = Process(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed"),
+    );
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (process, format!("redis://127.0.0.1:{port}/"))
+}
+
+/// The baseline: actix-web answering every request with one Redis GET.
+async fn bare_server(args: &[String]) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let listen = args
+        .windows(2)
+        .find(|w| w[0] == "--listen")
+        .map(|w| w[1].clone())
+        .unwrap();
+    let redis_url = args
+        .windows(2)
+        .find(|w| w[0] == "--redis")
+        .map(|w| w[1].clone())
+        .unwrap();
+    let client = redis::Client::open(redis_url).unwrap();
+    let conn = client.get_connection_manager().await.unwrap();
+    let handler = |conn: web::Data<redis::aio::ConnectionManager>| async move {
+        let mut conn = conn.get_ref().clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg("bare")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        HttpResponse::Ok().json(serde_json::json!({ "status": "pending", "value": value }))
+    };
+    HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(conn.clone()))
+            .route("/read", web::get().to(handler))
+            .route("/start", web::post().to(handler))
+    })
+    .bind(listen)
+    .unwrap()
+    .run()
+    .await
+    .unwrap();
+}
+
+/// Requests/s that `clients` concurrent clients get from `request` in `seconds`.
+async fn throughput(
+    clients: usize,
+    seconds: u64,
+    request: impl Fn() -> reqwest::RequestBuilder + Clone + Send + 'static,
+) -> (f64, usize) {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0usize, 0usize);
+                while Instant::now() < until {
+                    match request().send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            ok += 1;
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for worker in workers {
+        let (o, f) = worker.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    (ok as f64 / seconds as f64, failed)
+}
+
+async fn compare(args: &[String]) {
+    let (seconds, clients) = (flag(args, "--seconds", 5), flag(args, "--clients", 32) as usize);
+    let http = reqwest::Client::new();
+    let (_redis, redis_url) = own_redis().await;
+    let (_simulator, wechat) = simulator(&http).await;
+    let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
+    let settings = format!("redis_url = \"{redis_url}\"\nlong_polls_per_ip = 0");
+    // A pool big enough for the whole start run, filled before it.
+    let pool = 6000;
+    let (_relay, relay) = relay(
+        &http,
+        &dir,
+        &wechat,
+        &format!("{settings}\ncode_calls_per_appid_per_minute = 0"),
+        &format!("pool_size = {pool}\npool_low_water = {pool}"),
+    )
+    .await;
+    let bare_addr = free_addr();
+    let _bare = Process(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["bare-server", "--listen", &bare_addr, "--redis", &redis_url])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let bare = format!("http://{bare_addr}");
+    until_up(&http, &format!("{bare}/read")).await;
+    let filling = Instant::now();
+    while metric(
+        &http
+            .get(format!("{relay}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "qrlogin_code_pool_refilled_total",
+    ) < pool
+    {
+        assert!(
+            filling.elapsed() < Duration::from_secs(300),
+            "the pool never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let session: serde_json::Value = http
+        .post(format!("{relay}/v1/login-sessions"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (
+        session["id"].as_str().unwrap().to_owned(),
+        session["secret"].as_str().unwrap().to_owned(),
+    );
+    let read_url = format!("{relay}/v1/login-sessions/{id}");
+    let client = http.clone();
+    let (relay_reads, relay_read_errors) = throughput(clients, seconds, move || {
+        client.get(&read_url).bearer_auth(&secret)
+    })
+    .await;
+    let (client, url) = (http.clone(), format!("{bare}/read"));
+    let (bare_reads, _) = throughput(clients, seconds, move || client.get(&url)).await;
+    let (client, url) = (http.clone(), format!("{relay}/v1/login-sessions"));
+    let (relay_starts, relay_start_errors) = throughput(clients, seconds, move || {
+        client.post(&url).json(&serde_json::json!({}))
+    })
+    .await;
+    let (client, url) = (http.clone(), format!("{bare}/start"));
+    let (bare_starts, _) = throughput(clients, seconds, move || {
+        client.post(&url).json(&serde_json::json!({}))
+    })
+    .await;
+    let metrics = http
+        .get(format!("{relay}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    println!(
+        "| scenario | compare: {clients} clients, {seconds} s each, relay and bare handler on one Redis |"
+    );
+    println!("|---|---|");
+    println!(
+        "| status reads/s: relay / bare / ratio | {relay_reads:.0} / {bare_reads:.0} / {:.2}× ({relay_read_errors} errors) |",
+        relay_reads / bare_reads
+    );
+    println!(
+        "| session starts/s (warm pool): relay / bare / ratio | {relay_starts:.0} / {bare_starts:.0} / {:.2}× ({relay_start_errors} errors) |",
+        relay_starts / bare_starts
+    );
+    println!(
+        "| pool hits / misses during the run | {} / {} |",
+        metric(&metrics, "qrlogin_code_pool_hits_total"),
+        metric(&metrics, "qrlogin_code_pool_misses_total")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
