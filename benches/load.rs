@@ -417,9 +417,27 @@ async fn sockets(args: &[String]) {
         "| relay CPU per login (scan + confirm + push) | {:.2} ms |",
         cpu_used.as_secs_f64() * 1e3 / latencies.len().max(1) as f64
     );
+    // Every browser leaves; a minute later, how much memory has the relay given back?
     for reader in readers {
         reader.abort();
     }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = rss_kb(pid);
+    let metrics = http
+        .get(format!("{relay}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    println!(
+        "| relay RSS a minute after all sockets closed | {:.1} MB ({:+.0} % of the {:.1} MB baseline; {} sockets still open) |",
+        after as f64 / 1024.0,
+        100.0 * (after as f64 - baseline as f64) / baseline as f64,
+        baseline as f64 / 1024.0,
+        metric(&metrics, "qrlogin_open_websockets")
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
