@@ -61,6 +61,39 @@ async fn until_up(http: &reqwest::Client, url: &str) {
     panic!("{url} never answered");
 }
 
+/// A PC page's session start: the relay's answer.
+async fn start_session(http: &reqwest::Client, relay: &str) -> serde_json::Value {
+    let response = http
+        .post(format!("{relay}/v1/login-sessions"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
+async fn metrics_text(http: &reqwest::Client, relay: &str) -> String {
+    let response = http.get(format!("{relay}/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// Waits until the relay has pooled `codes` codes (a pool filled before a run, as on a relay
+/// that has been up a while).
+async fn until_pool_filled(http: &reqwest::Client, relay: &str, codes: u64) {
+    let started = Instant::now();
+    while metric(
+        &metrics_text(http, relay).await,
+        "qrlogin_code_pool_refilled_total",
+    ) < codes
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the pool never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
@@ -169,25 +202,7 @@ async fn pool(args: &[String]) {
     let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
     let (_relay, relay) = relay(&http, &dir, &wechat, "", "").await;
     // The pool fills before the run, as it would on a relay that has been up a while.
-    let filled = Instant::now();
-    while metric(
-        &http
-            .get(format!("{relay}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "qrlogin_code_pool_refilled_total",
-    ) < 32
-    {
-        assert!(
-            filled.elapsed() < Duration::from_secs(60),
-            "the pool never filled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_pool_filled(&http, &relay, 32).await;
 
     let total = rate * seconds;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
@@ -210,14 +225,7 @@ async fn pool(args: &[String]) {
         answers.push(start.await.unwrap());
     }
     let took = started.elapsed();
-    let metrics = http
-        .get(format!("{relay}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &relay).await;
     let (hits, misses) = (
         metric(&metrics, "qrlogin_code_pool_hits_total"),
         metric(&metrics, "qrlogin_code_pool_misses_total"),
@@ -278,15 +286,7 @@ async fn sockets(args: &[String]) {
     let open_one = |_| {
         let (http, relay, ws_base, tx) = (http.clone(), relay.clone(), ws_base.clone(), confirmed_tx.clone());
         async move {
-            let created: serde_json::Value = http
-                .post(format!("{relay}/v1/login-sessions"))
-                .json(&serde_json::json!({}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let created = start_session(&http, &relay).await;
             let id = created["id"].as_str().unwrap().to_owned();
             let secret = created["secret"].as_str().unwrap().to_owned();
             let (mut socket, _) =
@@ -423,14 +423,7 @@ async fn sockets(args: &[String]) {
     }
     tokio::time::sleep(Duration::from_secs(60)).await;
     let after = rss_kb(pid);
-    let metrics = http
-        .get(format!("{relay}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &relay).await;
     println!(
         "| relay RSS a minute after all sockets closed | {:.1} MB ({:+.0} % of the {:.1} MB baseline; {} sockets still open) |",
         after as f64 / 1024.0,
@@ -567,35 +560,9 @@ async fn compare(args: &[String]) {
     );
     let bare = format!("http://{bare_addr}");
     until_up(&http, &format!("{bare}/read")).await;
-    let filling = Instant::now();
-    while metric(
-        &http
-            .get(format!("{relay}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "qrlogin_code_pool_refilled_total",
-    ) < pool
-    {
-        assert!(
-            filling.elapsed() < Duration::from_secs(300),
-            "the pool never filled"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_pool_filled(&http, &relay, pool).await;
 
-    let session: serde_json::Value = http
-        .post(format!("{relay}/v1/login-sessions"))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = start_session(&http, &relay).await;
     let (id, secret) = (
         session["id"].as_str().unwrap().to_owned(),
         session["secret"].as_str().unwrap().to_owned(),
@@ -618,14 +585,7 @@ async fn compare(args: &[String]) {
         client.post(&url).json(&serde_json::json!({}))
     })
     .await;
-    let metrics = http
-        .get(format!("{relay}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &relay).await;
     println!(
         "| scenario | compare: {clients} clients, {seconds} s each, relay and bare handler on one Redis |"
     );
