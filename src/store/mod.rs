@@ -189,11 +189,11 @@ impl SessionStore {
 
     /// Keeps the JPEG variant of a session's code, made once, until the session's deadline.
     pub async fn put_code_jpeg(&self, id: &SceneId, jpeg: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.put_value(&format!("{}:jpeg", code_key(id)), jpeg, ttl_secs).await)
+        dispatch!(self, s => s.put_value(&code_jpeg_key(id), jpeg, ttl_secs).await)
     }
 
     pub async fn get_code_jpeg(&self, id: &SceneId) -> Result<Option<Vec<u8>>, StoreError> {
-        dispatch!(self, s => s.get_value(&format!("{}:jpeg", code_key(id))).await)
+        dispatch!(self, s => s.get_value(&code_jpeg_key(id)).await)
     }
 
     /// A shared value with a lifetime (WeChat access tokens).
@@ -320,4 +320,8 @@ impl SessionStore {
 
 fn code_key(id: &SceneId) -> String {
     format!("code:{{{id}}}")
+}
+
+fn code_jpeg_key(id: &SceneId) -> String {
+    format!("{}:jpeg", code_key(id))
 }

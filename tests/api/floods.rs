@@ -18,6 +18,15 @@ async fn stalled(relay: &str, bytes: &[u8], count: usize) -> Vec<tokio::net::Tcp
     streams
 }
 
+async fn answers_health_checks(app: &crate::helpers::TestApp) {
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "health checks answer during the flood"
+    );
+}
+
 /// What the relay sent on `stream` before closing it.
 async fn last_words(mut stream: tokio::net::TcpStream) -> String {
     let mut answer = Vec::new();
@@ -36,12 +45,7 @@ async fn bodies_that_never_arrive_are_cut_off_while_health_checks_answer() {
     let started = tokio::time::Instant::now();
     let head = "POST /v1/login-sessions HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n{";
     let streams = stalled(&app.base, head.as_bytes(), 200).await;
-    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(
-        health.status(),
-        StatusCode::OK,
-        "health checks answer during the flood"
-    );
+    answers_health_checks(&app).await;
     for stream in streams {
         let answer = last_words(stream).await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
@@ -58,12 +62,7 @@ async fn request_heads_that_never_finish_are_dropped_while_health_checks_answer(
     let app = spawn_app_with(settings(Backend::Memory)).await;
     let started = tokio::time::Instant::now();
     let streams = stalled(&app.base, b"POST /v1/login-sessions HTTP/1.1\r\nHost: re", 200).await;
-    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(
-        health.status(),
-        StatusCode::OK,
-        "health checks answer during the flood"
-    );
+    answers_health_checks(&app).await;
     for stream in streams {
         let answer = last_words(stream).await;
         assert!(
