@@ -1,9 +1,11 @@
 //! The hub: browsers waiting on this instance, keyed by session id, fed by the store's event
-//! feed (one subscription per instance). Each waiter holds a `watch` receiver — bounded by
-//! nature, it keeps only the newest state — and deregisters itself when dropped.
+//! feed (one subscription per instance; on a Redis Cluster, one sharded subscription per session
+//! waited for here). Each waiter holds a `watch` receiver — bounded by nature, it keeps only the
+//! newest state — and deregisters itself when dropped.
 
 use crate::session::SceneId;
 use crate::store::{SessionStore, StoreError, Versioned};
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,15 +14,40 @@ use tokio::sync::watch;
 /// What a waiter is told: the newest committed record, or `None` after a resync (re-read it).
 type Latest = Option<Versioned>;
 
+/// How often the sessions nobody waits for any more stop being listened for.
+const RELEASE_EVERY: Duration = Duration::from_secs(5);
+/// A failed renewal of a subscription the store ended is tried again after this.
+const LISTEN_AGAIN_AFTER: Duration = Duration::from_secs(1);
+/// Unsubscriptions in flight at once during a release.
+const RELEASES_AT_ONCE: usize = 32;
+
 #[derive(Default)]
 pub struct Hub {
     waiters: Mutex<HashMap<SceneId, watch::Sender<Latest>>>,
+    /// Whether the store subscribes per session (`SessionStore::listens_per_session`).
+    listens_per_session: bool,
+    /// Sessions whose last waiter left, still listened for until the next release.
+    released: Mutex<Vec<SceneId>>,
 }
 
 impl Hub {
-    /// Registers interest in `id`. Register before reading the current state, so a change
-    /// committed in between is not missed.
-    pub fn watch(self: &Arc<Self>, id: &SceneId) -> Waiter {
+    pub fn new(store: &SessionStore) -> Self {
+        Self {
+            listens_per_session: store.listens_per_session(),
+            ..Self::default()
+        }
+    }
+
+    /// Registers interest in `id` and has the store carry its events here. Watch before
+    /// reading the current state, so a change committed in between is not missed.
+    pub async fn watch(self: &Arc<Self>, store: &SessionStore, id: &SceneId) -> Result<Waiter, StoreError> {
+        let waiter = self.register(id);
+        // On failure the waiter is dropped, and deregisters.
+        store.listen(id).await?;
+        Ok(waiter)
+    }
+
+    fn register(self: &Arc<Self>, id: &SceneId) -> Waiter {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         let receiver = match waiters.get(id) {
             Some(sender) => sender.subscribe(),
@@ -61,6 +88,65 @@ impl Hub {
 
     pub fn waiting(&self) -> usize {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Every few seconds, stops listening for the sessions nobody here waits for any more.
+    /// Runs until dropped; only a store that listens per session needs it.
+    pub async fn release_unwatched(self: Arc<Self>, store: SessionStore) {
+        if !self.listens_per_session {
+            return std::future::pending().await;
+        }
+        let mut every = tokio::time::interval(RELEASE_EVERY);
+        loop {
+            every.tick().await;
+            let released = std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
+            futures_util::stream::iter(released)
+                .for_each_concurrent(RELEASES_AT_ONCE, |id| self.release(&store, id))
+                .await;
+        }
+    }
+
+    /// Stops listening for `id` unless someone waits for it again. A browser that started
+    /// waiting while the unsubscription was on its way may have lost its subscription to it: it
+    /// is listened for again and told to re-read.
+    async fn release(&self, store: &SessionStore, id: SceneId) {
+        if self.is_watched(&id) {
+            return;
+        }
+        if let Err(e) = store.stop_listening(&id).await {
+            tracing::warn!(error = %e, "cannot stop listening for a session; trying again later");
+            self.released.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+            return;
+        }
+        self.listen_again(store, &id).await;
+    }
+
+    /// The store ended this instance's subscription to `id`'s events: while a browser here
+    /// still waits for it, listen again (the cluster may still be electing the slot's new
+    /// master), then have the waiters re-read what they may have missed.
+    pub async fn listen_again(&self, store: &SessionStore, id: &SceneId) {
+        while self.is_watched(id) {
+            match store.listen(id).await {
+                Ok(()) => {
+                    let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(sender) = waiters.get(id) {
+                        sender.send_replace(None);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen again for a session; retrying");
+                    tokio::time::sleep(LISTEN_AGAIN_AFTER).await;
+                }
+            }
+        }
+    }
+
+    fn is_watched(&self, id: &SceneId) -> bool {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
     }
 }
 
@@ -128,6 +214,13 @@ impl Drop for Waiter {
         // Our own receiver still counts here: remove the sender when we are the last one.
         if waiters.get(&self.id).is_some_and(|s| s.receiver_count() <= 1) {
             waiters.remove(&self.id);
+            if self.hub.listens_per_session {
+                self.hub
+                    .released
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(self.id.clone());
+            }
         }
     }
 }

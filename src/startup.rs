@@ -124,7 +124,7 @@ impl Application {
 
         // Subscribe before serving (and before reading the connections): every change committed
         // from now on reaches the hub or the registry.
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(&store));
         let feed = store.subscribe().await.map_err(StartupError::Store)?;
         let connections = Arc::new(
             Registry::start(
@@ -137,7 +137,15 @@ impl Application {
             .await
             .map_err(StartupError::Config)?,
         );
-        let feed = tokio::spawn(follow_store(feed, hub.clone(), connections.clone()));
+        let feed = tokio::spawn({
+            let (hub, connections, store) = (hub.clone(), connections.clone(), store.clone());
+            async move {
+                tokio::join!(
+                    follow_store(feed, hub.clone(), connections, store.clone()),
+                    hub.release_unwatched(store)
+                );
+            }
+        });
 
         let keys = Arc::new(KeyRing::new(store.clone(), master_keys.clone()));
         // Made (or read) now, so the first login does not wait and a bad master key stops the start.
@@ -277,10 +285,16 @@ impl Application {
 }
 
 /// Feeds the store's events to their readers until the task is dropped: session changes to the
-/// hub, connection changes to the registry; after a lost feed, both re-read.
-async fn follow_store(mut feed: EventFeed, hub: Arc<Hub>, connections: Arc<Registry>) {
+/// hub, connection changes to the registry; after a lost feed, both re-read; a subscription the
+/// store ended is renewed.
+async fn follow_store(mut feed: EventFeed, hub: Arc<Hub>, connections: Arc<Registry>, store: SessionStore) {
     loop {
         let reload = match feed.next().await {
+            FeedItem::Unsubscribed(id) => {
+                let (hub, store) = (hub.clone(), store.clone());
+                tokio::spawn(async move { hub.listen_again(&store, &id).await });
+                false
+            }
             FeedItem::Changed(event) => {
                 hub.publish(*event);
                 false

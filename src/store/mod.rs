@@ -58,6 +58,9 @@ pub enum FeedItem {
     Resync,
     /// The connections (tenants) changed on some instance: re-read them.
     ConnectionsChanged,
+    /// The store ended this instance's subscription to one session's events (a Redis Cluster
+    /// moving its slot, or failing its node over): listen again if a browser here waits for it.
+    Unsubscribed(SceneId),
 }
 
 /// What is published when the connections change (on the sessions' channel).
@@ -65,7 +68,7 @@ const CONNECTIONS_CHANGED: &str = r#"{"connections_changed":true}"#;
 
 pub enum EventFeed {
     Memory(memory::MemoryFeed),
-    Redis(redis::RedisFeed),
+    Redis(redis::EventFeed),
 }
 
 impl EventFeed {
@@ -305,7 +308,33 @@ impl SessionStore {
     pub async fn announce_connections_changed(&self) -> Result<(), StoreError> {
         match self {
             SessionStore::Memory(_) => Ok(()),
-            SessionStore::Redis(s) => s.publish(CONNECTIONS_CHANGED).await,
+            SessionStore::Redis(s) => s.announce_connections_changed().await,
+        }
+    }
+
+    /// Starts carrying `id`'s events to this instance's hub. Call it when a browser starts
+    /// waiting, before reading the session, so nothing committed in between is missed. Only a
+    /// cluster has anything to do: it subscribes per session.
+    pub async fn listen(&self, id: &SceneId) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Memory(_) => Ok(()),
+            SessionStore::Redis(s) => s.listen(id).await,
+        }
+    }
+
+    /// The last browser waiting here for `id` left.
+    pub async fn stop_listening(&self, id: &SceneId) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Memory(_) => Ok(()),
+            SessionStore::Redis(s) => s.stop_listening(id).await,
+        }
+    }
+
+    /// Whether `listen` subscribes per session (so the hub must also stop listening).
+    pub fn listens_per_session(&self) -> bool {
+        match self {
+            SessionStore::Memory(_) => false,
+            SessionStore::Redis(s) => s.listens_per_session(),
         }
     }
 

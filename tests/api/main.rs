@@ -7,6 +7,7 @@ mod at_rest;
 mod bad_input;
 mod browser;
 mod cli;
+mod cluster;
 mod codes;
 mod concurrency;
 mod contract;

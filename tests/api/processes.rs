@@ -156,6 +156,176 @@ impl RedisServer {
     }
 }
 
+/// A Redis Cluster of a test's own on loopback: three masters, each with one replica, that
+/// fails a dead master over to its replica within a few seconds.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let port = free_port();
+                let args = [
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ]
+                .map(String::from)
+                .to_vec();
+                RedisServer::launch(port, temp_dir("redis-cluster"), args)
+            })
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli is not installed: apt-get install redis-tools");
+        assert!(created.success(), "redis-cli could not create the cluster");
+        let cluster = Self { nodes };
+        until(
+            "the cluster is formed: every node ok, every replica in sync",
+            || {
+                let formed = cluster.formed();
+                async move { formed }
+            },
+        )
+        .await;
+        cluster
+    }
+
+    /// `redis+cluster://` naming the nodes (all of them, so the relay finds the cluster even
+    /// with some down).
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    fn query(&self, node: usize, cmd: &redis::Cmd) -> Option<redis::Value> {
+        let client = redis::Client::open(self.nodes[node].url()).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        cmd.query(&mut conn).ok()
+    }
+
+    fn info(&self, node: usize, cmd: &redis::Cmd) -> String {
+        self.query(node, cmd)
+            .and_then(|v| redis::from_redis_value::<String>(v).ok())
+            .unwrap_or_default()
+    }
+
+    fn alive(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&n| self.nodes[n].child.is_some())
+    }
+
+    /// Every live node reports the cluster ok, and every live replica is linked to a master and
+    /// holds everything it was sent.
+    fn formed(&self) -> bool {
+        self.alive().all(|n| {
+            let ok = self
+                .info(n, redis::cmd("CLUSTER").arg("INFO"))
+                .contains("cluster_state:ok");
+            let replication = self.info(n, redis::cmd("INFO").arg("replication"));
+            let replica_in_sync = !replication.contains("role:slave")
+                || replication.contains("master_link_status:up")
+                    && !replication.contains("master_sync_in_progress:1");
+            ok && replica_in_sync
+        })
+    }
+
+    /// The live master serving `key`'s slot (an index into `nodes`).
+    pub fn master_of(&self, key: &str) -> Option<usize> {
+        let slot: i64 = redis::from_redis_value(self.query(
+            self.alive().next()?,
+            redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
+        )?)
+        .ok()?;
+        self.alive().find(|&n| {
+            let nodes = self.info(n, redis::cmd("CLUSTER").arg("NODES"));
+            nodes.lines().any(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                fields.get(2).is_some_and(|flags| flags.contains("myself") && flags.contains("master"))
+                    && fields.iter().skip(8).any(|range| {
+                        let (from, to) = range.split_once('-').unwrap_or((range, range));
+                        matches!((from.parse::<i64>(), to.parse::<i64>()), (Ok(from), Ok(to)) if (from..=to).contains(&slot))
+                    })
+            })
+        })
+    }
+
+    /// Waits until the replicas of `master` hold every write it made (replication is
+    /// asynchronous: a master that dies before that takes its last writes with it).
+    async fn until_replicated(&self, master: usize) {
+        until("the replica has every write of its master", || {
+            let replication = self.info(master, redis::cmd("INFO").arg("replication"));
+            let offset = |text: &str, field: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            let master_offset = offset(&replication, "master_repl_offset:");
+            let replicas_offset = replication
+                .lines()
+                .filter(|l| l.starts_with("slave"))
+                .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("offset=")))
+                .filter_map(|v| v.parse::<u64>().ok())
+                .min();
+            let done = master_offset.is_some() && master_offset == replicas_offset;
+            async move { done }
+        })
+        .await;
+    }
+
+    /// Kills the master serving `key`'s slot (a crash), once its replica holds everything it
+    /// wrote; returns when the replica has taken over the slot.
+    pub async fn fail_over_master_of(&mut self, key: &str) {
+        let master = self.master_of(key).expect("a master serves the key");
+        self.until_replicated(master).await;
+        self.nodes[master].kill();
+        until("a replica took over the dead master's slots", || {
+            let taken_over = self.master_of(key).is_some_and(|n| n != master) && self.formed();
+            async move { taken_over }
+        })
+        .await;
+    }
+
+    /// How many subscribers the live master of `channel`'s slot has on that shard channel.
+    pub fn shard_subscribers(&self, channel: &str) -> i64 {
+        let Some(master) = self.master_of(channel) else {
+            return -1;
+        };
+        let answer = self.query(master, redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel));
+        answer
+            .and_then(|v| redis::from_redis_value::<(String, i64)>(v).ok())
+            .map_or(-1, |(_, count)| count)
+    }
+
+    /// Classic (cluster-wide) subscribers of `channel`, on any node.
+    pub fn classic_subscribers(&self, channel: &str) -> i64 {
+        self.alive()
+            .filter_map(|n| self.query(n, redis::cmd("PUBSUB").arg("NUMSUB").arg(channel)))
+            .filter_map(|v| redis::from_redis_value::<(String, i64)>(v).ok())
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();

@@ -1,23 +1,23 @@
-//! The Redis store, for many relay instances. A session is a hash `{prefix}session:{<id>}`
-//! holding its version `v` and JSON `d`; changes are a Lua compare-and-set that also publishes
-//! the new record on `{prefix}events`. Each instance holds one subscription to that channel,
-//! pinged every few seconds so a link that went silent (a half-open TCP connection) is noticed,
-//! reopened and followed by a resync. `rediss://` speaks TLS (rustls).
+//! The Redis store, for many relay instances, on one server or a Redis Cluster (`link`). A
+//! session is a hash `{prefix}session:{<id>}` holding its version `v` and JSON `d`; changes are
+//! a Lua compare-and-set that also publishes the new record (`feed`: on one channel for one
+//! server, on the session's own shard channel on a cluster). Keys other than a session's carry
+//! no hash tag, so pools, locks and limit counters spread over a cluster's slots by name.
+
+mod feed;
+mod link;
+
+pub use link::redact_url;
 
 use super::{FeedItem, STORE_TIMEOUT, StoreError, Versioned};
 use crate::metrics::Metrics;
 use crate::session::{LoginSession, SceneId, unix_now};
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
-use redis::io::tcp::TcpSettings;
-use redis::{AsyncCommands, IntoConnectionInfo, Script};
+use feed::{ClusterFeed, ServerFeed};
+use link::{Link, Subscriber};
+use redis::{AsyncCommands, Script};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-/// How often the event subscription proves it is alive with a PING round trip.
-const FEED_CHECK_EVERY: Duration = Duration::from_secs(3);
+use std::sync::{Arc, Mutex};
 
 const INSERT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -34,18 +34,25 @@ const DELETE_IF: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0";
 
+const PUSH_QUEUE: &str = r"
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1";
+
+/// ARGV[7] is `PUBLISH` (one server) or `SPUBLISH` (a cluster: the channel is in the
+/// session's slot, so the script touches one slot only).
 const COMPARE_AND_SET: &str = r"
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call(ARGV[7], ARGV[5], ARGV[6])
 return 1";
 
 #[derive(Clone)]
 pub struct RedisStore {
-    /// Shared: a client with TLS settings is large, and only the subscription uses it.
-    client: Arc<redis::Client>,
-    conn: ConnectionManager,
+    conn: Link,
+    /// Taken by the one `subscribe` call.
+    subscriber: Arc<Mutex<Option<Subscriber>>>,
     prefix: Arc<str>,
     linger_secs: u64,
     scripts: Arc<Scripts>,
@@ -60,6 +67,7 @@ struct Scripts {
     compare_and_set: Script,
     count: Script,
     delete_if: Script,
+    push_queue: Script,
 }
 
 fn store_error(e: impl std::fmt::Display) -> StoreError {
@@ -84,18 +92,10 @@ impl RedisStore {
         linger_secs: u64,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
-        let client = open_client(url, ca_pem).map_err(|e| StoreError(format!("bad redis url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(STORE_TIMEOUT))
-            .set_response_timeout(Some(STORE_TIMEOUT))
-            .set_number_of_retries(2);
-        let conn = tokio::time::timeout(STORE_TIMEOUT, client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| StoreError(format!("redis at {} did not answer in time", redact_url(url))))?
-            .map_err(|e| StoreError(format!("cannot connect to redis at {}: {e}", redact_url(url))))?;
+        let (conn, subscriber) = link::open(url, ca_pem).await?;
         let store = Self {
-            client: Arc::new(client),
             conn,
+            subscriber: Arc::new(Mutex::new(Some(subscriber))),
             prefix: prefix.into(),
             linger_secs,
             scripts: Arc::new(Scripts {
@@ -103,6 +103,7 @@ impl RedisStore {
                 compare_and_set: Script::new(COMPARE_AND_SET),
                 count: Script::new(COUNT),
                 delete_if: Script::new(DELETE_IF),
+                push_queue: Script::new(PUSH_QUEUE),
             }),
             feed_up: Arc::new(AtomicBool::new(false)),
             metrics,
@@ -132,8 +133,28 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
-    fn channel(&self) -> String {
+    fn on_cluster(&self) -> bool {
+        matches!(self.conn, Link::Cluster(_))
+    }
+
+    /// Where a session's changes are published: one channel for everything on one server; on
+    /// a cluster, the session's own shard channel, in its slot.
+    fn events_channel(&self, id: &SceneId) -> String {
+        if self.on_cluster() {
+            format!("{}events:{{{id}}}", self.prefix)
+        } else {
+            self.server_channel()
+        }
+    }
+
+    /// One server's channel for every event.
+    fn server_channel(&self) -> String {
         format!("{}events", self.prefix)
+    }
+
+    /// A cluster's shard channel for "the connections changed" (rare: admin changes).
+    fn connections_channel(&self) -> String {
+        format!("{}connections", self.prefix)
     }
 
     fn ttl_ms(&self, session: &LoginSession) -> u64 {
@@ -216,8 +237,9 @@ impl RedisStore {
             .arg(stored.version)
             .arg(json)
             .arg(self.ttl_ms(session))
-            .arg(self.channel())
-            .arg(event);
+            .arg(self.events_channel(&session.id))
+            .arg(event)
+            .arg(if self.on_cluster() { "SPUBLISH" } else { "PUBLISH" });
         let written: i64 = self
             .timed("compare_and_set", call.invoke_async(&mut conn))
             .await?;
@@ -274,14 +296,14 @@ impl RedisStore {
 
     pub async fn push_queue(&self, key: &str, items: &[Vec<u8>], ttl_secs: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.value_key(key);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .rpush(&key, items)
-            .ignore()
-            .expire(&key, ttl_secs.max(1) as i64)
-            .ignore();
-        self.timed("push_queue", pipe.query_async::<()>(&mut conn)).await
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut call = self.scripts.push_queue.key(self.value_key(key));
+        call.arg(ttl_secs.max(1)).arg(items);
+        self.timed("push_queue", call.invoke_async::<i64>(&mut conn))
+            .await
+            .map(|_| ())
     }
 
     pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -311,130 +333,90 @@ impl RedisStore {
             .map(|_| ())
     }
 
-    pub async fn publish(&self, payload: &str) -> Result<(), StoreError> {
+    /// Tells every instance that the connections changed.
+    pub async fn announce_connections_changed(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.timed("publish", conn.publish::<_, _, ()>(self.channel(), payload))
+        let payload = super::CONNECTIONS_CHANGED;
+        let publish = if self.on_cluster() {
+            redis::cmd("SPUBLISH")
+                .arg(self.connections_channel())
+                .arg(payload)
+                .clone()
+        } else {
+            redis::cmd("PUBLISH")
+                .arg(self.server_channel())
+                .arg(payload)
+                .clone()
+        };
+        self.timed("publish", publish.query_async::<()>(&mut conn)).await
+    }
+
+    /// Starts carrying `id`'s events to this instance. On a cluster that is a sharded
+    /// subscription to the session's channel (confirmed before this returns, so nothing
+    /// committed afterwards is missed); one server's channel already carries everything.
+    pub async fn listen(&self, id: &SceneId) -> Result<(), StoreError> {
+        let Link::Cluster(conn) = &self.conn else {
+            return Ok(());
+        };
+        let mut conn = conn.clone();
+        self.timed("listen", conn.ssubscribe(self.events_channel(id)))
             .await
     }
 
-    pub async fn subscribe(&self) -> Result<RedisFeed, StoreError> {
-        let link = open_subscription(&self.client, &self.channel()).await?;
-        self.feed_up.store(true, Ordering::Relaxed);
-        Ok(RedisFeed {
-            client: self.client.clone(),
-            channel: self.channel(),
-            link: Some(link),
-            up: self.feed_up.clone(),
-            check: tokio::time::interval_at(tokio::time::Instant::now() + FEED_CHECK_EVERY, FEED_CHECK_EVERY),
-        })
+    /// Stops carrying `id`'s events here (the last browser waiting for it left).
+    pub async fn stop_listening(&self, id: &SceneId) -> Result<(), StoreError> {
+        let Link::Cluster(conn) = &self.conn else {
+            return Ok(());
+        };
+        let mut conn = conn.clone();
+        self.timed("stop_listening", conn.sunsubscribe(self.events_channel(id)))
+            .await
     }
-}
 
-/// A client for `url`; TCP keepalive on, so a peer that vanished is noticed by the kernel too.
-fn open_client(url: &str, ca_pem: Option<Vec<u8>>) -> redis::RedisResult<redis::Client> {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(10))
-        .with_interval(Duration::from_secs(5));
-    let tcp = TcpSettings::default().set_nodelay(true).set_keepalive(keepalive);
-    let info = url.into_connection_info()?.set_tcp_settings(tcp);
-    match ca_pem {
-        Some(root_cert) => redis::Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root_cert),
-            },
-        ),
-        None => redis::Client::open(info),
+    /// Whether browsers must `listen` for their sessions' events (a cluster).
+    pub fn listens_per_session(&self) -> bool {
+        self.on_cluster()
     }
-}
 
-async fn open_subscription(
-    client: &redis::Client,
-    channel: &str,
-) -> Result<(PubSubSink, PubSubStream), StoreError> {
-    let mut pubsub = bounded(client.get_async_pubsub()).await?;
-    bounded(pubsub.subscribe(channel)).await?;
-    Ok(pubsub.split())
-}
-
-/// This instance's one subscription. When the connection drops, or stops answering its PING,
-/// it reconnects and yields `Resync`, since events published meanwhile are lost.
-pub struct RedisFeed {
-    client: Arc<redis::Client>,
-    channel: String,
-    link: Option<(PubSubSink, PubSubStream)>,
-    up: Arc<AtomicBool>,
-    check: tokio::time::Interval,
-}
-
-impl RedisFeed {
-    pub async fn next(&mut self) -> FeedItem {
-        loop {
-            let Some((sink, stream)) = self.link.as_mut() else {
-                match open_subscription(&self.client, &self.channel).await {
-                    Ok(link) => {
-                        self.link = Some(link);
-                        self.up.store(true, Ordering::Relaxed);
-                        self.check.reset();
-                        tracing::info!("redis event subscription reopened; resynchronising");
-                        return FeedItem::Resync;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "redis event subscription failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                }
-            };
-            let alive = tokio::select! {
-                message = stream.next() => match message {
-                    Some(message) => {
-                        if let Some(item) = feed_item(&message) {
-                            return item;
-                        }
-                        true
-                    }
-                    None => {
-                        tracing::warn!("redis event subscription closed; reconnecting");
-                        false
-                    }
-                },
-                _ = self.check.tick() => match bounded(sink.ping::<redis::Value>()).await {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "redis event subscription stopped answering; reconnecting");
-                        false
-                    }
-                },
-            };
-            if !alive {
-                self.link = None;
-                self.up.store(false, Ordering::Relaxed);
+    /// This instance's event feed; the first call only.
+    pub async fn subscribe(&self) -> Result<EventFeed, StoreError> {
+        let subscriber = self
+            .subscriber
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| StoreError("this store's events are already followed".into()))?;
+        let up = self.feed_up.clone();
+        match (subscriber, &self.conn) {
+            (Subscriber::Single(client), _) => {
+                let channel = self.server_channel();
+                let link = feed::open_subscription(&client, &channel).await?;
+                Ok(EventFeed::Server(ServerFeed::new(client, channel, link, up)))
+            }
+            (Subscriber::Cluster(pushes), Link::Cluster(conn)) => {
+                let mut conn = conn.clone();
+                self.timed("listen", conn.ssubscribe(self.connections_channel()))
+                    .await?;
+                Ok(EventFeed::Cluster(ClusterFeed::new(pushes, up)))
+            }
+            (Subscriber::Cluster(_), Link::Single(_)) => {
+                Err(StoreError("a cluster subscriber needs a cluster link".into()))
             }
         }
     }
 }
 
-/// What one published message means (`None`: unreadable, ignored).
-fn feed_item(message: &redis::Msg) -> Option<FeedItem> {
-    let payload = message.get_payload::<String>().unwrap_or_default();
-    if payload == super::CONNECTIONS_CHANGED {
-        return Some(FeedItem::ConnectionsChanged);
-    }
-    match serde_json::from_str::<Versioned>(&payload) {
-        Ok(event) => Some(FeedItem::Changed(Box::new(event))),
-        Err(_) => {
-            tracing::warn!("ignoring an unreadable session event");
-            None
-        }
-    }
+/// This instance's events from Redis.
+pub enum EventFeed {
+    Server(ServerFeed),
+    Cluster(ClusterFeed),
 }
 
-/// A Redis URL for messages: any password is replaced.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://[redacted]{}", &url[..scheme], &url[at..]),
-        _ => url.to_owned(),
+impl EventFeed {
+    pub async fn next(&mut self) -> FeedItem {
+        match self {
+            EventFeed::Server(feed) => feed.next().await,
+            EventFeed::Cluster(feed) => feed.next().await,
+        }
     }
 }
