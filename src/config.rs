@@ -38,7 +38,8 @@ pub struct Settings {
     /// The address browsers and phones reach this relay at (code and WebSocket URLs are built on
     /// it). Defaults to `http://{listen}`.
     pub public_base_url: Option<String>,
-    /// `redis://…`: the shared store for many instances. Without it, sessions live in memory.
+    /// `redis://…` (`rediss://` for TLS), or a Redis Cluster as `redis+cluster://h1:p1,h2:p2`:
+    /// the shared store for many instances. Without it, sessions live in memory.
     pub redis_url: Option<String>,
     /// PEM certificates a `rediss://` server's certificate must chain to (a private CA);
     /// the system's roots when absent.
