@@ -1,0 +1,150 @@
+//! `compare`: status reads and warm-pool starts against the relay, beside a bare actix-web
+//! handler doing one Redis GET (this tool re-run as `bare-server`), with the ratio.
+
+use crate::parts::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The baseline: actix-web answering every request with one Redis GET.
+pub async fn bare_server(args: &[String]) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let listen = args
+        .windows(2)
+        .find(|w| w[0] == "--listen")
+        .map(|w| w[1].clone())
+        .unwrap();
+    let redis_url = args
+        .windows(2)
+        .find(|w| w[0] == "--redis")
+        .map(|w| w[1].clone())
+        .unwrap();
+    let client = redis::Client::open(redis_url).unwrap();
+    let conn = client.get_connection_manager().await.unwrap();
+    let handler = |conn: web::Data<redis::aio::ConnectionManager>| async move {
+        let mut conn = conn.get_ref().clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg("bare")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        HttpResponse::Ok().json(serde_json::json!({ "status": "pending", "value": value }))
+    };
+    HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(conn.clone()))
+            .route("/read", web::get().to(handler))
+            .route("/start", web::post().to(handler))
+    })
+    .bind(listen)
+    .unwrap()
+    .run()
+    .await
+    .unwrap();
+}
+
+/// Requests/s that `clients` concurrent clients get from `request` in `seconds`.
+async fn throughput(
+    clients: usize,
+    seconds: u64,
+    request: impl Fn() -> reqwest::RequestBuilder + Clone + Send + 'static,
+) -> (f64, usize) {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0usize, 0usize);
+                while Instant::now() < until {
+                    match request().send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            ok += 1;
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for worker in workers {
+        let (o, f) = worker.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    (ok as f64 / seconds as f64, failed)
+}
+
+pub async fn run(args: &[String]) {
+    let (seconds, clients) = (flag(args, "--seconds", 5), flag(args, "--clients", 32) as usize);
+    let http = reqwest::Client::new();
+    let (_redis, redis_url) = own_redis().await;
+    let (_simulator, wechat) = simulator(&http).await;
+    let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
+    let settings = format!("redis_url = \"{redis_url}\"\nlong_polls_per_ip = 0");
+    // A pool big enough for the whole start run, filled before it.
+    let pool = 6000;
+    let (_relay, relay) = relay(
+        &http,
+        &dir,
+        &wechat,
+        &format!("{settings}\ncode_calls_per_appid_per_minute = 0"),
+        &format!("pool_size = {pool}\npool_low_water = {pool}"),
+    )
+    .await;
+    let bare_addr = free_addr();
+    let _bare = Process(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["bare-server", "--listen", &bare_addr, "--redis", &redis_url])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let bare = format!("http://{bare_addr}");
+    until_up(&http, &format!("{bare}/read")).await;
+    until_pool_filled(&http, &relay, pool).await;
+
+    let session = start_session(&http, &relay).await;
+    let (id, secret) = (
+        session["id"].as_str().unwrap().to_owned(),
+        session["secret"].as_str().unwrap().to_owned(),
+    );
+    let read_url = format!("{relay}/v1/login-sessions/{id}");
+    let client = http.clone();
+    let (relay_reads, relay_read_errors) = throughput(clients, seconds, move || {
+        client.get(&read_url).bearer_auth(&secret)
+    })
+    .await;
+    let (client, url) = (http.clone(), format!("{bare}/read"));
+    let (bare_reads, _) = throughput(clients, seconds, move || client.get(&url)).await;
+    let (client, url) = (http.clone(), format!("{relay}/v1/login-sessions"));
+    let (relay_starts, relay_start_errors) = throughput(clients, seconds, move || {
+        client.post(&url).json(&serde_json::json!({}))
+    })
+    .await;
+    let (client, url) = (http.clone(), format!("{bare}/start"));
+    let (bare_starts, _) = throughput(clients, seconds, move || {
+        client.post(&url).json(&serde_json::json!({}))
+    })
+    .await;
+    let metrics = metrics_text(&http, &relay).await;
+    println!(
+        "| scenario | compare: {clients} clients, {seconds} s each, relay and bare handler on one Redis |"
+    );
+    println!("|---|---|");
+    println!(
+        "| status reads/s: relay / bare / ratio | {relay_reads:.0} / {bare_reads:.0} / {:.2}× ({relay_read_errors} errors) |",
+        relay_reads / bare_reads
+    );
+    println!(
+        "| session starts/s (warm pool): relay / bare / ratio | {relay_starts:.0} / {bare_starts:.0} / {:.2}× ({relay_start_errors} errors) |",
+        relay_starts / bare_starts
+    );
+    println!(
+        "| pool hits / misses during the run | {} / {} |",
+        metric(&metrics, "qrlogin_code_pool_hits_total"),
+        metric(&metrics, "qrlogin_code_pool_misses_total")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,114 @@
+//! `creates`: a sustained run of session starts against one relay (memory store unless
+//! `--store` says otherwise) until it holds N sessions, while a probe asks `/healthz` every
+//! 10 ms on a connection of its own: the longest any request waited while the store grew.
+
+use crate::parts::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub async fn run(args: &[String]) {
+    let store = Store::from_args(args, Store::Memory);
+    let (sessions, clients) = (
+        flag(args, "--sessions", 500_000) as usize,
+        flag(args, "--clients", 32) as usize,
+    );
+    let http = reqwest::Client::new();
+    let (_simulator, wechat) = simulator(&http).await;
+    let (_store, redis_line) = store.start().await;
+    let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
+    // Link codes are drawn by the relay, so the run measures the relay, not the simulator.
+    let (relay_process, relay) = relay(
+        &http,
+        &dir,
+        &wechat,
+        &redis_line,
+        "code_type = \"link\"\nlink_prefix = \"/q/\"\nsession_ttl_secs = 3600",
+    )
+    .await;
+    let baseline = rss_kb(relay_process.0.id());
+
+    let done = Arc::new(AtomicBool::new(false));
+    let probe = {
+        let done = done.clone();
+        let url = format!("{relay}/healthz");
+        tokio::spawn(async move {
+            let probe = reqwest::Client::new();
+            let mut waits = Vec::new();
+            let mut every = tokio::time::interval(Duration::from_millis(10));
+            while !done.load(Ordering::Relaxed) {
+                every.tick().await;
+                let asked = Instant::now();
+                let answered = probe
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                waits.push((asked.elapsed(), answered));
+            }
+            waits
+        })
+    };
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, url, next) = (http.clone(), format!("{relay}/v1/login-sessions"), next.clone());
+            tokio::spawn(async move {
+                let mut errors: BTreeMap<u16, usize> = BTreeMap::new();
+                while next.fetch_add(1, Ordering::Relaxed) < sessions {
+                    let status = http
+                        .post(&url)
+                        .json(&serde_json::json!({}))
+                        .send()
+                        .await
+                        .map_or(0, |r| r.status().as_u16());
+                    if status != 201 {
+                        *errors.entry(status).or_default() += 1;
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut errors: BTreeMap<u16, usize> = BTreeMap::new();
+    for worker in workers {
+        for (status, n) in worker.await.unwrap() {
+            *errors.entry(status).or_default() += n;
+        }
+    }
+    let took = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let waits = probe.await.unwrap();
+    let failed_probes = waits.iter().filter(|(_, ok)| !ok).count();
+    let mut waits: Vec<Duration> = waits.into_iter().map(|(wait, _)| wait).collect();
+    waits.sort();
+    let loaded = rss_kb(relay_process.0.id());
+
+    println!(
+        "| scenario | creates: {sessions} session starts by {clients} clients, relay on {}, link codes |",
+        store.name()
+    );
+    println!("|---|---|");
+    println!(
+        "| sessions started | {} in {:.1} s ({:.0}/s); errors by status {errors:?} |",
+        sessions - errors.values().sum::<usize>(),
+        took.as_secs_f64(),
+        sessions as f64 / took.as_secs_f64()
+    );
+    println!(
+        "| /healthz during the run: {} probes, p50 / p99 / longest | {:.2} / {:.2} / {:.2} ms ({failed_probes} failed) |",
+        waits.len(),
+        percentile(&waits, 0.5),
+        percentile(&waits, 0.99),
+        percentile(&waits, 1.0)
+    );
+    println!(
+        "| relay RSS before / after | {:.1} MB / {:.1} MB |",
+        baseline as f64 / 1024.0,
+        loaded as f64 / 1024.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
