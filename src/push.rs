@@ -7,6 +7,7 @@ use crate::session::SceneId;
 use crate::store::{SessionStore, StoreError, Versioned};
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -18,8 +19,8 @@ type Latest = Option<Versioned>;
 const RELEASE_EVERY: Duration = Duration::from_secs(5);
 /// A failed renewal of a subscription the store ended is tried again after this.
 const LISTEN_AGAIN_AFTER: Duration = Duration::from_secs(1);
-/// Unsubscriptions in flight at once during a release.
-const RELEASES_AT_ONCE: usize = 32;
+/// Subscription changes in flight at once during a release or a renewal.
+const SUBSCRIPTION_CHANGES_AT_ONCE: usize = 32;
 
 #[derive(Default)]
 pub struct Hub {
@@ -28,6 +29,8 @@ pub struct Hub {
     listens_per_session: bool,
     /// Sessions whose last waiter left, still listened for until the next release.
     released: Mutex<Vec<SceneId>>,
+    /// Whether a `listen_again_all` round is under way.
+    relistening: AtomicBool,
 }
 
 impl Hub {
@@ -101,7 +104,7 @@ impl Hub {
             every.tick().await;
             let released = std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
             futures_util::stream::iter(released)
-                .for_each_concurrent(RELEASES_AT_ONCE, |id| self.release(&store, id))
+                .for_each_concurrent(SUBSCRIPTION_CHANGES_AT_ONCE, |id| self.release(&store, id))
                 .await;
         }
     }
@@ -119,6 +122,28 @@ impl Hub {
             return;
         }
         self.listen_again(store, &id).await;
+    }
+
+    /// Events may have been lost because the store's subscriptions broke (a cluster node
+    /// dropped): listen again for every session waited for here, each until it succeeds, and
+    /// have its waiters re-read. One round at a time.
+    pub async fn listen_again_all(&self, store: &SessionStore) {
+        if self.relistening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let watched: Vec<SceneId> = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        futures_util::stream::iter(watched)
+            .for_each_concurrent(SUBSCRIPTION_CHANGES_AT_ONCE, |id| async move {
+                self.listen_again(store, &id).await
+            })
+            .await;
+        self.relistening.store(false, Ordering::Release);
     }
 
     /// The store ended this instance's subscription to `id`'s events: while a browser here

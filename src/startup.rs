@@ -301,6 +301,10 @@ async fn follow_store(mut feed: EventFeed, hub: Arc<Hub>, connections: Arc<Regis
             }
             FeedItem::Resync => {
                 hub.resync_all();
+                if store.listens_per_session() {
+                    let (hub, store) = (hub.clone(), store.clone());
+                    tokio::spawn(async move { hub.listen_again_all(&store).await });
+                }
                 true
             }
             FeedItem::ConnectionsChanged => true,

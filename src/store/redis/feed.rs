@@ -23,15 +23,9 @@ use tokio::time::Instant;
 
 /// How often the one-server subscription proves it is alive with a PING round trip.
 const FEED_CHECK_EVERY: Duration = Duration::from_secs(3);
-/// After a cluster node's connection drops: the first resync, whether or not the link has
-/// resubscribed by then.
-const FIRST_RESYNC_AFTER: Duration = Duration::from_secs(1);
-/// Then, until the link confirms its resubscriptions, a resync this often…
-const RESYNC_EVERY: Duration = Duration::from_secs(2);
-/// …for at most this long (a node that held none of our channels confirms nothing).
-const RECOVERY_AT_MOST: Duration = Duration::from_secs(30);
-/// Resubscriptions come one per channel: the resync waits for this much quiet after the last.
-const RESUBSCRIBED_QUIET: Duration = Duration::from_millis(100);
+/// After a cluster node's connection drops, the resync waits this long, so the drops of one
+/// failover (every connection to the node) make one resync.
+const RESYNC_AFTER_DROP: Duration = Duration::from_secs(1);
 
 /// What one published message means (`None`: unreadable, ignored).
 fn feed_item(payload: &str) -> Option<FeedItem> {
@@ -131,19 +125,13 @@ impl ServerFeed {
     }
 }
 
-/// A cluster's sharded messages, and the recovery after one of its nodes dropped.
+/// A cluster's sharded messages, and the resync after one of its nodes dropped (the hub then
+/// subscribes again to every session waited for, as the dropped node's subscriptions must move
+/// to whichever node serves their slots once the cluster has settled).
 pub struct ClusterFeed {
     pushes: UnboundedReceiver<PushInfo>,
     up: Arc<AtomicBool>,
-    recovery: Option<Recovery>,
-}
-
-/// Since a node's connection dropped: when the next resync is due, and whether the link has
-/// resubscribed since.
-struct Recovery {
-    since: Instant,
-    resync_at: Instant,
-    resubscribed: bool,
+    resync_at: Option<Instant>,
 }
 
 impl ClusterFeed {
@@ -152,13 +140,12 @@ impl ClusterFeed {
         Self {
             pushes,
             up,
-            recovery: None,
+            resync_at: None,
         }
     }
 
     pub async fn next(&mut self) -> FeedItem {
         loop {
-            let resync_at = self.recovery.as_ref().map(|r| r.resync_at);
             tokio::select! {
                 push = self.pushes.recv() => {
                     let Some(push) = push else {
@@ -169,17 +156,10 @@ impl ClusterFeed {
                         return item;
                     }
                 }
-                () = sleep_until_some(resync_at) => {
-                    if let Some(recovery) = self.recovery.as_mut() {
-                        let now = Instant::now();
-                        if recovery.resubscribed || now - recovery.since > RECOVERY_AT_MOST {
-                            self.recovery = None;
-                        } else {
-                            recovery.resync_at = now + RESYNC_EVERY;
-                        }
-                    }
+                () = sleep_until_some(self.resync_at) => {
+                    self.resync_at = None;
                     self.up.store(true, Ordering::Relaxed);
-                    tracing::info!("redis cluster link recovering; resynchronising");
+                    tracing::info!("a redis cluster node dropped; subscribing again and resynchronising");
                     return FeedItem::Resync;
                 }
             }
@@ -187,7 +167,6 @@ impl ClusterFeed {
     }
 
     fn heard(&mut self, push: PushInfo) -> Option<FeedItem> {
-        let now = Instant::now();
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
                 let payload = push
@@ -197,16 +176,9 @@ impl ClusterFeed {
                 feed_item(&payload)
             }
             PushKind::Disconnection => {
-                tracing::warn!(
-                    "a redis cluster node's connection dropped; waiting for the link to resubscribe"
-                );
+                tracing::warn!("a redis cluster node's connection dropped");
                 self.up.store(false, Ordering::Relaxed);
-                let since = self.recovery.as_ref().map_or(now, |r| r.since);
-                self.recovery = Some(Recovery {
-                    since,
-                    resync_at: now + FIRST_RESYNC_AFTER,
-                    resubscribed: false,
-                });
+                self.resync_at.get_or_insert(Instant::now() + RESYNC_AFTER_DROP);
                 None
             }
             // The cluster ended a subscription (the session's slot moved, or its node became a
@@ -218,13 +190,6 @@ impl ClusterFeed {
                     .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())?;
                 let id = channel.rsplit_once('{')?.1.strip_suffix('}')?;
                 SceneId::parse(id).map(FeedItem::Unsubscribed)
-            }
-            PushKind::SSubscribe | PushKind::Subscribe => {
-                if let Some(recovery) = self.recovery.as_mut() {
-                    recovery.resubscribed = true;
-                    recovery.resync_at = now + RESUBSCRIBED_QUIET;
-                }
-                None
             }
             _ => None,
         }
