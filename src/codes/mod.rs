@@ -142,16 +142,68 @@ fn decode_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), CodeError> {
         let info = decoder.info().ok_or_else(|| unreadable(&"no header"))?;
         return Ok((info.width.into(), info.height.into(), luma));
     }
+    if bytes.starts_with(b"\x89PNG") {
+        return png_luma(bytes).map_err(|e| unreadable(&e));
+    }
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| unreadable(&e))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_CODE_SIDE as u32);
     limits.max_image_height = Some(MAX_CODE_SIDE as u32);
-    limits.max_alloc = Some(64 * 1024 * 1024);
+    limits.max_alloc = Some(CODE_DECODE_BYTES as u64);
     reader.limits(limits);
     let image = reader.decode().map_err(|e| unreadable(&e))?.to_luma8();
     Ok((image.width(), image.height(), image.into_raw()))
+}
+
+/// What decoding one code image may allocate.
+const CODE_DECODE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A PNG code (WeChat's with `is_hyaline`, and often without) to luma, with integer Rec. 709
+/// weights and any transparency laid over white (the code's background): the `png` crate
+/// straight to 8-bit samples, no float per pixel.
+fn png_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
+    // The header first (signature, IHDR's length and name, then width and height), so a
+    // claimed size is refused before anything is read or allocated.
+    let side = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (Some(width), Some(height)) = (side(16), side(20)) else {
+        return Err("the PNG header is cut short".into());
+    };
+    if width as usize > MAX_CODE_SIDE || height as usize > MAX_CODE_SIDE {
+        return Err(format!("{width}×{height} px is larger than a code can be"));
+    }
+    let limits = png::Limits {
+        bytes: CODE_DECODE_BYTES,
+    };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    if reader.info().size() != (width, height) {
+        return Err("the PNG header is inconsistent".into());
+    }
+    let size = reader.output_buffer_size().ok_or("the image is too large")?;
+    let mut samples = vec![0; size];
+    let frame = reader.next_frame(&mut samples).map_err(|e| e.to_string())?;
+    let (color, _) = reader.output_color_type();
+    let channels = color.samples();
+    let over_white = |luma: u32, alpha: u32| ((luma * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
+    let luma = |p: &[u8]| (54 * u32::from(p[0]) + 183 * u32::from(p[1]) + 19 * u32::from(p[2]) + 128) >> 8;
+    let pixels = samples[..frame.buffer_size()]
+        .chunks_exact(frame.line_size)
+        .flat_map(|line| line.chunks_exact(channels).take(width as usize));
+    let out: Vec<u8> = match color {
+        png::ColorType::Grayscale => pixels.map(|p| p[0]).collect(),
+        png::ColorType::GrayscaleAlpha => pixels.map(|p| over_white(p[0].into(), p[1].into())).collect(),
+        png::ColorType::Rgb => pixels.map(|p| luma(p) as u8).collect(),
+        png::ColorType::Rgba => pixels.map(|p| over_white(luma(p), p[3].into())).collect(),
+        png::ColorType::Indexed => return Err("a palette survived expansion".into()),
+    };
+    Ok((width, height, out))
 }
 
 #[cfg(test)]
