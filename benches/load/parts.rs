@@ -60,18 +60,23 @@ pub async fn metrics_text(http: &reqwest::Client, relay: &str) -> String {
     response.text().await.unwrap()
 }
 
-/// Waits until the relay has pooled `codes` codes (a pool filled before a run, as on a relay
-/// that has been up a while).
-pub async fn until_pool_filled(http: &reqwest::Client, relay: &str, codes: u64) {
+/// Waits until the pool the relays share holds `codes` codes (all instances' refills less
+/// their hits): filled before a run, as on relays that have been up a while.
+pub async fn until_pooled(http: &reqwest::Client, urls: &[String], codes: u64) {
     let started = Instant::now();
-    while metric(
-        &metrics_text(http, relay).await,
-        "qrlogin_code_pool_refilled_total",
-    ) < codes
-    {
+    loop {
+        let (mut refilled, mut taken) = (0, 0);
+        for url in urls {
+            let metrics = metrics_text(http, url).await;
+            refilled += metric(&metrics, "qrlogin_code_pool_refilled_total");
+            taken += metric(&metrics, "qrlogin_code_pool_hits_total");
+        }
+        if refilled >= taken + codes {
+            return;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "the pool never filled"
+            "the pool never refilled"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -191,18 +191,22 @@ fn png_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
     let frame = reader.next_frame(&mut samples).map_err(|e| e.to_string())?;
     let (color, _) = reader.output_color_type();
     let channels = color.samples();
-    let over_white = |luma: u32, alpha: u32| ((luma * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
-    let luma = |p: &[u8]| (54 * u32::from(p[0]) + 183 * u32::from(p[1]) + 19 * u32::from(p[2]) + 128) >> 8;
-    let pixels = samples[..frame.buffer_size()]
-        .chunks_exact(frame.line_size)
-        .flat_map(|line| line.chunks_exact(channels).take(width as usize));
-    let out: Vec<u8> = match color {
-        png::ColorType::Grayscale => pixels.map(|p| p[0]).collect(),
-        png::ColorType::GrayscaleAlpha => pixels.map(|p| over_white(p[0].into(), p[1].into())).collect(),
-        png::ColorType::Rgb => pixels.map(|p| luma(p) as u8).collect(),
-        png::ColorType::Rgba => pixels.map(|p| over_white(luma(p), p[3].into())).collect(),
-        png::ColorType::Indexed => return Err("a palette survived expansion".into()),
+    let over_white = |luma: u32, alpha: u8| {
+        let alpha = u32::from(alpha);
+        ((luma * alpha + 255 * (255 - alpha) + 127) / 255) as u8
     };
+    let luma = |p: &[u8]| (54 * u32::from(p[0]) + 183 * u32::from(p[1]) + 19 * u32::from(p[2]) + 128) >> 8;
+    let mut out = Vec::with_capacity(width as usize * height as usize);
+    for line in samples[..frame.buffer_size()].chunks_exact(frame.line_size) {
+        let pixels = line[..width as usize * channels].chunks_exact(channels);
+        match color {
+            png::ColorType::Grayscale => out.extend_from_slice(&line[..width as usize]),
+            png::ColorType::GrayscaleAlpha => out.extend(pixels.map(|p| over_white(p[0].into(), p[1]))),
+            png::ColorType::Rgb => out.extend(pixels.map(|p| luma(p) as u8)),
+            png::ColorType::Rgba => out.extend(pixels.map(|p| over_white(luma(p), p[3]))),
+            png::ColorType::Indexed => return Err("a palette survived expansion".into()),
+        }
+    }
     Ok((width, height, out))
 }
 
@@ -288,6 +292,22 @@ mod tests {
         let code = BrandedCode::link("https://example.com/q/x", &red_logo()).unwrap();
         let jpeg = BrandedCode::to_jpeg(&code.png).unwrap();
         assert!(jpeg.starts_with(&[0xFF, 0xD8, 0xFF]));
+    }
+
+    #[test]
+    fn png_codes_become_luma_with_transparency_over_white() {
+        let pixels = RgbaImage::from_fn(4, 1, |x, _| match x {
+            0 => Rgba([255, 0, 0, 255]),
+            1 => Rgba([0, 0, 0, 0]),
+            2 => Rgba([0, 0, 0, 128]),
+            _ => Rgba([255, 255, 255, 255]),
+        });
+        let png = encode(&image::DynamicImage::ImageRgba8(pixels), ImageFormat::Png);
+        let (width, height, luma) = decode_luma(&png).unwrap();
+        assert_eq!((width, height), (4, 1));
+        // Red by Rec. 709 (0.2126 · 255 ≈ 54); fully transparent is background (white); half
+        // transparent black is mid grey; white stays white.
+        assert_eq!(luma, vec![54, 255, 127, 255]);
     }
 
     #[test]
