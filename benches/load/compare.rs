@@ -103,7 +103,7 @@ pub async fn run(args: &[String]) {
     );
     let bare = format!("http://{bare_addr}");
     until_up(&http, &format!("{bare}/read")).await;
-    until_pooled(&http, &[relay.clone()], pool).await;
+    until_pooled(&http, std::slice::from_ref(&relay), pool).await;
 
     let session = start_session(&http, &relay).await;
     let (id, secret) = (

@@ -20,7 +20,7 @@ pub async fn run(args: &[String]) {
     let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
     let (_relay, relay) = relay(&http, &dir, &wechat, "", "").await;
     // The pool fills before the run, as it would on a relay that has been up a while.
-    until_pooled(&http, &[relay.clone()], 32).await;
+    until_pooled(&http, std::slice::from_ref(&relay), 32).await;
 
     let total = rate * seconds;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
