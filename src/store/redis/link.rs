@@ -51,10 +51,11 @@ impl ConnectionLike for Link {
 }
 
 /// How this instance hears events: one server's client opens its own subscription connection;
-/// a cluster's messages (and disconnections) arrive here, pushed on the command connections.
+/// a cluster's messages (and disconnections) arrive on the receiver, pushed on the command
+/// connections, which also carry the subscriptions.
 pub enum Subscriber {
     Single(Arc<redis::Client>),
-    Cluster(UnboundedReceiver<PushInfo>),
+    Cluster(UnboundedReceiver<PushInfo>, ClusterConnection),
 }
 
 /// The nodes of a `redis+cluster://` or `rediss+cluster://` URL, each as a plain Redis URL;
@@ -123,7 +124,9 @@ pub async fn open(url: &str, ca_pem: Option<Vec<u8>>) -> Result<(Link, Subscribe
             let client = builder.build().map_err(bad_url)?;
             tokio::time::timeout(STORE_TIMEOUT * 2, client.get_async_connection())
                 .await
-                .map(|conn| conn.map(|conn| (Link::Cluster(conn), Subscriber::Cluster(subscriber))))
+                .map(|conn| {
+                    conn.map(|conn| (Link::Cluster(conn.clone()), Subscriber::Cluster(subscriber, conn)))
+                })
         }
         None => {
             let info = url

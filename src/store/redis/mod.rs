@@ -147,6 +147,11 @@ impl RedisStore {
         }
     }
 
+    /// Sharded on a cluster, so only the channel's shard carries a message.
+    fn publish_command(&self) -> &'static str {
+        if self.on_cluster() { "SPUBLISH" } else { "PUBLISH" }
+    }
+
     /// One server's channel for every event.
     fn server_channel(&self) -> String {
         format!("{}events", self.prefix)
@@ -239,7 +244,7 @@ impl RedisStore {
             .arg(self.ttl_ms(session))
             .arg(self.events_channel(&session.id))
             .arg(event)
-            .arg(if self.on_cluster() { "SPUBLISH" } else { "PUBLISH" });
+            .arg(self.publish_command());
         let written: i64 = self
             .timed("compare_and_set", call.invoke_async(&mut conn))
             .await?;
@@ -336,18 +341,13 @@ impl RedisStore {
     /// Tells every instance that the connections changed.
     pub async fn announce_connections_changed(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let payload = super::CONNECTIONS_CHANGED;
-        let publish = if self.on_cluster() {
-            redis::cmd("SPUBLISH")
-                .arg(self.connections_channel())
-                .arg(payload)
-                .clone()
+        let channel = if self.on_cluster() {
+            self.connections_channel()
         } else {
-            redis::cmd("PUBLISH")
-                .arg(self.server_channel())
-                .arg(payload)
-                .clone()
+            self.server_channel()
         };
+        let mut publish = redis::cmd(self.publish_command());
+        publish.arg(channel).arg(super::CONNECTIONS_CHANGED);
         self.timed("publish", publish.query_async::<()>(&mut conn)).await
     }
 
@@ -387,20 +387,16 @@ impl RedisStore {
             .take()
             .ok_or_else(|| StoreError("this store's events are already followed".into()))?;
         let up = self.feed_up.clone();
-        match (subscriber, &self.conn) {
-            (Subscriber::Single(client), _) => {
+        match subscriber {
+            Subscriber::Single(client) => {
                 let channel = self.server_channel();
                 let link = feed::open_subscription(&client, &channel).await?;
                 Ok(EventFeed::Server(ServerFeed::new(client, channel, link, up)))
             }
-            (Subscriber::Cluster(pushes), Link::Cluster(conn)) => {
-                let mut conn = conn.clone();
+            Subscriber::Cluster(pushes, mut conn) => {
                 self.timed("listen", conn.ssubscribe(self.connections_channel()))
                     .await?;
                 Ok(EventFeed::Cluster(ClusterFeed::new(pushes, up)))
-            }
-            (Subscriber::Cluster(_), Link::Single(_)) => {
-                Err(StoreError("a cluster subscriber needs a cluster link".into()))
             }
         }
     }
