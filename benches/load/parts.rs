@@ -256,6 +256,10 @@ pub async fn own_cluster() -> (Vec<Process>, String) {
                 "yes",
                 "--cluster-config-file",
                 config.to_str().unwrap(),
+                // The bus port is the client port + 10 000 unless given: past 65 535 for half
+                // the ephemeral range.
+                "--cluster-port",
+                &port_of(&free_addr()).to_string(),
             ],
         ));
         nodes.push(format!("127.0.0.1:{port}"));

@@ -178,6 +178,10 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "1000",
+                    // The bus port is the client port + 10 000 unless given: past 65 535
+                    // for half the ephemeral range.
+                    "--cluster-port",
+                    &free_port().to_string(),
                 ]
                 .map(String::from)
                 .to_vec();
