@@ -86,7 +86,7 @@ pub async fn run(args: &[String]) {
     // A pool big enough for the whole start run, filled before it, that does not refill
     // during the run: the starts are measured, not the code work (a login's CPU figure in
     // `sockets` includes making its code).
-    let pool = 12_000;
+    let pool = 10_000;
     let (_relay, relay) = relay(
         &http,
         &dir,

@@ -1,6 +1,8 @@
-//! `creates`: a sustained run of session starts against one relay (memory store unless
-//! `--store` says otherwise) until it holds N sessions, while a probe asks `/healthz` every
-//! 10 ms on a connection of its own: the longest any request waited while the store grew.
+//! `creates`: a sustained run of session starts at a steady rate against one relay (memory
+//! store unless `--store` says otherwise) until it holds N sessions, while a probe asks
+//! `/healthz` every 10 ms on a connection of its own: the longest any request waited while the
+//! store grew. The rate is kept below what the relay can take, so waits are stalls, not a
+//! queue of requests the box cannot serve.
 
 use crate::parts::*;
 use std::collections::BTreeMap;
@@ -10,9 +12,10 @@ use std::time::{Duration, Instant};
 
 pub async fn run(args: &[String]) {
     let store = Store::from_args(args, Store::Memory);
-    let (sessions, clients) = (
+    let (sessions, clients, rate) = (
         flag(args, "--sessions", 500_000) as usize,
         flag(args, "--clients", 32) as usize,
+        flag(args, "--rate", 3000).max(1) as f64,
     );
     let http = reqwest::Client::new();
     let (_simulator, wechat) = simulator(&http).await;
@@ -58,7 +61,13 @@ pub async fn run(args: &[String]) {
             let (http, url, next) = (http.clone(), format!("{relay}/v1/login-sessions"), next.clone());
             tokio::spawn(async move {
                 let mut errors: BTreeMap<u16, usize> = BTreeMap::new();
-                while next.fetch_add(1, Ordering::Relaxed) < sessions {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= sessions {
+                        break;
+                    }
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(n as f64 / rate)).into())
+                        .await;
                     let status = http
                         .post(&url)
                         .json(&serde_json::json!({}))
@@ -88,7 +97,7 @@ pub async fn run(args: &[String]) {
     let loaded = rss_kb(relay_process.0.id());
 
     println!(
-        "| scenario | creates: {sessions} session starts by {clients} clients, relay on {}, link codes |",
+        "| scenario | creates: {sessions} session starts at {rate}/s by {clients} clients, relay on {}, link codes |",
         store.name()
     );
     println!("|---|---|");

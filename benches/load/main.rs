@@ -12,7 +12,7 @@
 //! answered → `confirmed` frame read), relay CPU per login (from `/proc`), pool hits, errors
 //! by kind, and the RSS a minute after every browser left.
 //!
-//! `cargo bench --bench load -- creates [--sessions 500000] [--clients 32] [--store memory]`:
+//! `cargo bench --bench load -- creates [--sessions 500000] [--rate 3000] [--clients 32] [--store memory]`:
 //! a sustained run of session starts while a probe times `/healthz` every 10 ms.
 //!
 //! `cargo bench --bench load -- compare [--seconds 5] [--clients 32]`: status reads and
@@ -40,7 +40,7 @@ async fn main() {
         _ => println!(
             "usage: cargo bench --bench load -- pool [--rate 60] [--seconds 20] [--latency-ms 200]\n       \
              cargo bench --bench load -- sockets [--sockets 5000] [--logins 200] [--instances 2] [--store redis|cluster|memory]\n       \
-             cargo bench --bench load -- creates [--sessions 500000] [--clients 32] [--store memory|redis|cluster]\n       \
+             cargo bench --bench load -- creates [--sessions 500000] [--rate 3000] [--clients 32] [--store memory|redis|cluster]\n       \
              cargo bench --bench load -- compare [--seconds 5] [--clients 32]"
         ),
     }
