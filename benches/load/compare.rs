@@ -77,7 +77,7 @@ async fn throughput(
 }
 
 pub async fn run(args: &[String]) {
-    let (seconds, clients) = (flag(args, "--seconds", 5), flag(args, "--clients", 32) as usize);
+    let (seconds, clients) = (flag(args, "--seconds", 3), flag(args, "--clients", 32) as usize);
     let http = reqwest::Client::new();
     let (_redis, redis_url) = own_redis().await;
     let (_simulator, wechat) = simulator(&http).await;
@@ -86,7 +86,7 @@ pub async fn run(args: &[String]) {
     // A pool big enough for the whole start run, filled before it, that does not refill
     // during the run: the starts are measured, not the code work (a login's CPU figure in
     // `sockets` includes making its code).
-    let pool = 10_000;
+    let pool = 6_000;
     let (_relay, relay) = relay(
         &http,
         &dir,

@@ -15,7 +15,7 @@
 //! `cargo bench --bench load -- creates [--sessions 500000] [--rate 3000] [--clients 32] [--store memory]`:
 //! a sustained run of session starts while a probe times `/healthz` every 10 ms.
 //!
-//! `cargo bench --bench load -- compare [--seconds 5] [--clients 32]`: status reads and
+//! `cargo bench --bench load -- compare [--seconds 3] [--clients 32]`: status reads and
 //! warm-pool session starts against the relay on Redis, beside the same requests against a bare
 //! actix-web handler doing one Redis GET, with the ratio.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -41,7 +41,7 @@ async fn main() {
             "usage: cargo bench --bench load -- pool [--rate 60] [--seconds 20] [--latency-ms 200]\n       \
              cargo bench --bench load -- sockets [--sockets 5000] [--logins 200] [--instances 2] [--store redis|cluster|memory]\n       \
              cargo bench --bench load -- creates [--sessions 500000] [--rate 3000] [--clients 32] [--store memory|redis|cluster]\n       \
-             cargo bench --bench load -- compare [--seconds 5] [--clients 32]"
+             cargo bench --bench load -- compare [--seconds 3] [--clients 32]"
         ),
     }
 }

@@ -244,8 +244,14 @@ pub async fn own_cluster() -> (Vec<Process>, String) {
     let dir = std::env::temp_dir().join(format!("qrlogin-load-cluster-{}", std::process::id()));
     let mut processes = Vec::new();
     let mut nodes = Vec::new();
-    for _ in 0..6 {
-        let port = port_of(&free_addr());
+    // Client and bus ports for six nodes, held together while chosen so none comes twice.
+    let held: Vec<TcpListener> = (0..12)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    drop(held);
+    for pair in ports.chunks(2) {
+        let (port, bus_port) = (pair[0], pair[1]);
         let node_dir = dir.join(port.to_string());
         std::fs::create_dir_all(&node_dir).unwrap();
         let config = node_dir.join("nodes.conf");
@@ -259,7 +265,7 @@ pub async fn own_cluster() -> (Vec<Process>, String) {
                 // The bus port is the client port + 10 000 unless given: past 65 535 for half
                 // the ephemeral range.
                 "--cluster-port",
-                &port_of(&free_addr()).to_string(),
+                &bus_port.to_string(),
             ],
         ));
         nodes.push(format!("127.0.0.1:{port}"));
@@ -271,10 +277,13 @@ pub async fn own_cluster() -> (Vec<Process>, String) {
         .args(["--cluster", "create"])
         .args(&nodes)
         .args(["--cluster-replicas", "1", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .status()
+        .output()
         .expect("redis-cli is not installed");
-    assert!(created.success(), "redis-cli could not create the cluster");
+    assert!(
+        created.status.success(),
+        "redis-cli could not create the cluster: {}",
+        String::from_utf8_lossy(&created.stdout)
+    );
     for node in &nodes {
         let client = redis::Client::open(format!("redis://{node}/")).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();

@@ -19,6 +19,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct free ports (held together while chosen, so none comes twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
 /// A fresh temporary directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -164,9 +172,11 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| {
-                let port = free_port();
+        let ports = free_ports(12);
+        let nodes: Vec<RedisServer> = ports
+            .chunks(2)
+            .map(|pair| {
+                let (port, bus_port) = (pair[0], pair[1]);
                 let args = [
                     "--port",
                     &port.to_string(),
@@ -181,7 +191,7 @@ impl RedisCluster {
                     // The bus port is the client port + 10 000 unless given: past 65 535
                     // for half the ephemeral range.
                     "--cluster-port",
-                    &free_port().to_string(),
+                    &bus_port.to_string(),
                 ]
                 .map(String::from)
                 .to_vec();
