@@ -83,16 +83,16 @@ pub async fn run(args: &[String]) {
     let (_simulator, wechat) = simulator(&http).await;
     let dir = std::env::temp_dir().join(format!("qrlogin-load-{}", std::process::id()));
     let settings = format!("redis_url = \"{redis_url}\"\nlong_polls_per_ip = 0");
-    // A pool big enough for the whole start run, filled before it, that does not refill
-    // during the run: the starts are measured, not the code work (a login's CPU figure in
-    // `sockets` includes making its code).
+    // A pool big enough for the whole start run, filled before it. During the run WeChat is
+    // made slow, so refills wait instead of competing for the CPU: the starts are measured,
+    // not the making of codes (the CPU figure of `sockets` includes that).
     let pool = 6_000;
     let (_relay, relay) = relay(
         &http,
         &dir,
         &wechat,
         &format!("{settings}\ncode_calls_per_appid_per_minute = 0"),
-        &format!("pool_size = {pool}\npool_low_water = 100"),
+        &format!("pool_size = {pool}\npool_low_water = {pool}"),
     )
     .await;
     let bare_addr = free_addr();
@@ -106,6 +106,11 @@ pub async fn run(args: &[String]) {
     let bare = format!("http://{bare_addr}");
     until_up(&http, &format!("{bare}/read")).await;
     until_pooled(&http, std::slice::from_ref(&relay), pool).await;
+    http.post(format!("{wechat}/_sim/delay"))
+        .json(&serde_json::json!({ "api": "getwxacodeunlimit", "millis": 60_000 }))
+        .send()
+        .await
+        .unwrap();
 
     let session = start_session(&http, &relay).await;
     let (id, secret) = (

@@ -262,6 +262,9 @@ pub async fn own_cluster() -> (Vec<Process>, String) {
                 "yes",
                 "--cluster-config-file",
                 config.to_str().unwrap(),
+                // A replica's full sync writes an RDB file in the node's directory.
+                "--dir",
+                node_dir.to_str().unwrap(),
                 // The bus port is the client port + 10 000 unless given: past 65 535 for half
                 // the ephemeral range.
                 "--cluster-port",
