@@ -42,19 +42,24 @@ pub async fn bare_server(args: &[String]) {
     .unwrap();
 }
 
-/// Requests/s that `clients` concurrent clients get from `request` in `seconds`.
+/// Requests/s that `clients` concurrent clients get from `request`, for `seconds` or until
+/// `most` requests were sent, whichever comes first.
 async fn throughput(
     clients: usize,
     seconds: u64,
+    most: usize,
     request: impl Fn() -> reqwest::RequestBuilder + Clone + Send + 'static,
 ) -> (f64, usize) {
-    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..clients)
         .map(|_| {
-            let request = request.clone();
+            let (request, sent) = (request.clone(), sent.clone());
             tokio::spawn(async move {
                 let (mut ok, mut failed) = (0usize, 0usize);
-                while Instant::now() < until {
+                while Instant::now() < until && sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < most
+                {
                     match request().send().await {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes().await;
@@ -73,10 +78,8 @@ async fn throughput(
         ok += o;
         failed += f;
     }
-    (ok as f64 / seconds as f64, failed)
+    (ok as f64 / started.elapsed().as_secs_f64(), failed)
 }
-
-const START_SECONDS: u64 = 1;
 
 pub async fn run(args: &[String]) {
     let (seconds, clients) = (flag(args, "--seconds", 3), flag(args, "--clients", 32) as usize);
@@ -121,26 +124,27 @@ pub async fn run(args: &[String]) {
     );
     let read_url = format!("{relay}/v1/login-sessions/{id}");
     let client = http.clone();
-    let (relay_reads, relay_read_errors) = throughput(clients, seconds, move || {
+    let (relay_reads, relay_read_errors) = throughput(clients, seconds, usize::MAX, move || {
         client.get(&read_url).bearer_auth(&secret)
     })
     .await;
     let (client, url) = (http.clone(), format!("{bare}/read"));
-    let (bare_reads, _) = throughput(clients, seconds, move || client.get(&url)).await;
+    let (bare_reads, _) = throughput(clients, seconds, usize::MAX, move || client.get(&url)).await;
     let (client, url) = (http.clone(), format!("{relay}/v1/login-sessions"));
-    // Starts for one second: at a few thousand a second the pool (6 000) must not run dry.
-    let (relay_starts, relay_start_errors) = throughput(clients, START_SECONDS, move || {
+    // Starts until 5 000 are made (or the time is up): the pool (6 000) must not run dry.
+    let starts = (pool - 1000) as usize;
+    let (relay_starts, relay_start_errors) = throughput(clients, seconds, starts, move || {
         client.post(&url).json(&serde_json::json!({}))
     })
     .await;
     let (client, url) = (http.clone(), format!("{bare}/start"));
-    let (bare_starts, _) = throughput(clients, START_SECONDS, move || {
+    let (bare_starts, _) = throughput(clients, seconds, starts, move || {
         client.post(&url).json(&serde_json::json!({}))
     })
     .await;
     let metrics = metrics_text(&http, &relay).await;
     println!(
-        "| scenario | compare: {clients} clients, reads {seconds} s, starts {START_SECONDS} s, relay and bare handler on one Redis |"
+        "| scenario | compare: {clients} clients, reads for {seconds} s, {starts} starts, relay and bare handler on one Redis |"
     );
     println!("|---|---|");
     println!(
