@@ -1,8 +1,10 @@
 //! Making codes, and keeping sun codes ready. WeChat's `getwxacodeunlimit` takes 100–300 ms
 //! and allows 5000 calls a minute per AppID, so each sun-code connection keeps a pool of codes
-//! fetched and branded ahead of time for pre-minted scene ids. The pool is a queue in the
-//! session store, so every instance draws from (and refills) the same one; a session normally
-//! starts with one pop, no WeChat call and no image work. An empty pool falls back to a live fetch.
+//! fetched and branded ahead of time for pre-minted scene ids, each image stored under the code
+//! key of the session it was made for. The pool is a queue of those ids in the session store,
+//! so every instance draws from (and refills) the same one; a session normally starts with one
+//! pop and a change of its code's lifetime, no WeChat call and no image work. An empty pool
+//! falls back to a live fetch.
 
 use crate::codes::{BrandedCode, CodeError};
 use crate::config::{CodeSettings, Connection};
@@ -100,26 +102,6 @@ pub async fn make_code(
     }
 }
 
-/// A code made ahead of time, with the session id it was made for.
-pub struct PooledCode {
-    pub id: SceneId,
-    pub png: Vec<u8>,
-}
-
-impl PooledCode {
-    fn encode(&self) -> Vec<u8> {
-        [self.id.as_str().as_bytes(), &self.png].concat()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let id = SceneId::parse(std::str::from_utf8(bytes.get(..SceneId::LEN)?).ok()?)?;
-        Some(Self {
-            id,
-            png: bytes[SceneId::LEN..].to_vec(),
-        })
-    }
-}
-
 pub struct CodePool {
     store: SessionStore,
     wechat: WeChatClient,
@@ -190,38 +172,50 @@ impl CodePool {
         }
     }
 
-    /// The id and code image for a new session: a pooled pair when there is one, else a code
-    /// made now. A website connection has no code of ours (WeChat's page shows one).
-    pub async fn next(&self, connection: &Connection) -> Result<(SceneId, Option<Vec<u8>>), CodeFailure> {
+    /// The id for a new session, with its code stored until the session's deadline: a pooled
+    /// one when there is one (only its lifetime changes: the image stays where the refill put
+    /// it), else one made now. `false`: a website connection, which has no code of ours
+    /// (WeChat's page shows one).
+    pub async fn next(&self, connection: &Connection, ttl_secs: u64) -> Result<(SceneId, bool), CodeFailure> {
         if connection.is_website() {
-            return Ok((SceneId::random(), None));
+            return Ok((SceneId::random(), false));
         }
-        if let Some(pooled) = self.take(connection).await.map_err(CodeFailure::Store)? {
-            return Ok((pooled.id, Some(pooled.png)));
+        if let Some(id) = self
+            .take(connection, ttl_secs)
+            .await
+            .map_err(CodeFailure::Store)?
+        {
+            return Ok((id, true));
         }
         let id = SceneId::random();
         let code = make_code(&self.wechat, connection, &id).await?;
-        Ok((id, Some(code.png)))
+        self.store
+            .put_code(&id, &code.png, ttl_secs)
+            .await
+            .map_err(CodeFailure::Store)?;
+        Ok((id, true))
     }
 
-    /// A pooled code for a new session, if the connection pools and the pool has one.
-    async fn take(&self, connection: &Connection) -> Result<Option<PooledCode>, StoreError> {
+    /// A pooled id for a new session, its stored code kept `ttl_secs`, if the connection pools
+    /// and the pool has one whose code is still stored.
+    async fn take(&self, connection: &Connection, ttl_secs: u64) -> Result<Option<SceneId>, StoreError> {
         if Self::limits(connection).is_none() {
             return Ok(None);
         }
-        let taken = self
-            .store
-            .pop_queue(&Self::key(connection))
-            .await?
-            .as_deref()
-            .and_then(PooledCode::decode);
-        match taken {
-            Some(_) => self.metrics.pool_hits.inc(),
-            None => self.metrics.pool_misses.inc(),
-        }
+        let key = Self::key(connection);
         // The refiller decides whether the pool is low.
         self.wake.notify_one();
-        Ok(taken)
+        while let Some(raw) = self.store.pop_queue(&key).await? {
+            let Some(id) = std::str::from_utf8(&raw).ok().and_then(SceneId::parse) else {
+                continue;
+            };
+            if self.store.keep_code(&id, ttl_secs).await? {
+                self.metrics.pool_hits.inc();
+                return Ok(Some(id));
+            }
+        }
+        self.metrics.pool_misses.inc();
+        Ok(None)
     }
 
     /// Fills the pool back to its size once it is below its low-water mark, in waves of up to
@@ -305,9 +299,14 @@ impl CodePool {
         }
         let id = SceneId::random();
         let code = make_code(&self.wechat, connection, &id).await?;
-        let pooled = PooledCode { id, png: code.png }.encode();
+        // The image waits under the code key of the session it was made for; the queue holds
+        // ids, so a start moves an id, not an image.
         self.store
-            .push_queue(key, &[pooled], POOL_TTL_SECS)
+            .put_code(&id, &code.png, POOL_TTL_SECS)
+            .await
+            .map_err(CodeFailure::Store)?;
+        self.store
+            .push_queue(key, &[id.as_str().as_bytes().to_vec()], POOL_TTL_SECS)
             .await
             .map_err(CodeFailure::Store)?;
         self.metrics.pool_refilled.inc();

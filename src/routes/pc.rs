@@ -58,11 +58,8 @@ async fn create(
     let now = unix_now();
     let (client, ttl) = (state.client_info(&req), connection.session_ttl_secs);
     state.limits.session_start(&state.store, &client.ip).await?;
-    let (id, png) = state.pool.next(&connection).await?;
+    let (id, has_code) = state.pool.next(&connection, ttl).await?;
     let (session, secret) = LoginSession::start(id.clone(), &connection.identifier, client, now, ttl);
-    if let Some(png) = &png {
-        state.store.put_code(&id, png, ttl).await?;
-    }
     state.store.insert(&session).await?;
     state.record(&session);
 
@@ -70,12 +67,8 @@ async fn create(
     let ws_base = base.replacen("http", "ws", 1);
     let body = CreatedSession {
         ws_url: format!("{ws_base}/v1/login-sessions/{id}/ws"),
-        code_url: png
-            .is_some()
-            .then(|| format!("{base}/v1/login-sessions/{id}/code")),
-        website_url: png
-            .is_none()
-            .then(|| format!("{base}/v1/login-sessions/{id}/website")),
+        code_url: has_code.then(|| format!("{base}/v1/login-sessions/{id}/code")),
+        website_url: (!has_code).then(|| format!("{base}/v1/login-sessions/{id}/website")),
         id,
         secret,
         status: Status::Pending,

@@ -162,6 +162,18 @@ impl MemoryStore {
             .map(|(v, _)| v.clone()))
     }
 
+    pub async fn keep_value(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
+        let now = unix_now();
+        let mut state = self.state(key)?;
+        Ok(match state.values.get_mut(key) {
+            Some((_, until)) if *until > now => {
+                *until = now + ttl_secs.max(1);
+                true
+            }
+            _ => false,
+        })
+    }
+
     pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = unix_now();
         Ok(self

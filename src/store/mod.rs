@@ -186,6 +186,12 @@ impl SessionStore {
         dispatch!(self, s => s.put_value(&code_key(id), png, ttl_secs).await)
     }
 
+    /// Gives a session's stored code (a pooled one) the session's lifetime; `false` when no
+    /// code is stored for `id` any more.
+    pub async fn keep_code(&self, id: &SceneId, ttl_secs: u64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.keep_value(&code_key(id), ttl_secs).await)
+    }
+
     pub async fn get_code(&self, id: &SceneId) -> Result<Option<Vec<u8>>, StoreError> {
         dispatch!(self, s => s.get_value(&code_key(id)).await)
     }

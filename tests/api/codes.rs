@@ -251,3 +251,49 @@ async fn the_code_budget_of_an_appid_is_shared_by_every_instance_and_pool() {
     assert_eq!(refilled, calls, "every call's code was pooled");
     assert!(calls >= 10, "the budget was used: {calls}");
 }
+
+#[tokio::test]
+async fn a_pooled_code_lives_as_long_as_its_session_and_one_whose_image_is_gone_is_skipped() {
+    let mut settings = settings(Backend::Redis);
+    settings.connections[0].pool_size = 3;
+    settings.connections[0].pool_low_water = 1;
+    let prefix = settings.key_prefix.clone();
+    let app = spawn_app_with(settings).await;
+    until_metric(&app, "qrlogin_code_pool_refilled_total", 3).await;
+    let redis = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+
+    // A pooled start: the image made for the id is now the session's, for the session's life
+    // (not the pool's week).
+    let pc = app.start().await;
+    assert_eq!(app.metric("qrlogin_code_pool_hits_total").await, 1);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{prefix}code:{{{}}}", pc.id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=120).contains(&ttl), "the code lives {ttl} s");
+
+    // The images of the two ids still pooled are lost (evicted, say): a start skips both and
+    // makes its code now.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}code:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pooled: Vec<&String> = keys.iter().filter(|k| !k.contains(&pc.id)).collect();
+    assert_eq!(pooled.len(), 2);
+    let _: () = redis::cmd("DEL")
+        .arg(&pooled)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fetched = app.sim_calls("getwxacodeunlimit").await;
+    let late = app.start().await;
+    assert_eq!(app.metric("qrlogin_code_pool_hits_total").await, 1);
+    assert_eq!(app.metric("qrlogin_code_pool_misses_total").await, 1);
+    assert!(app.sim_calls("getwxacodeunlimit").await > fetched);
+    let (status, kind, png) = code_bytes(&app, late.body["code_url"].as_str().unwrap()).await;
+    assert_eq!((status, kind.as_str()), (StatusCode::OK, "image/png"));
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 430);
+}

@@ -282,6 +282,15 @@ impl RedisStore {
         self.timed("get_value", conn.get(self.value_key(key))).await
     }
 
+    pub async fn keep_value(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        self.timed(
+            "keep_value",
+            conn.expire(self.value_key(key), ttl_secs.max(1) as i64),
+        )
+        .await
+    }
+
     pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
         self.timed(
