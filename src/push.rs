@@ -22,11 +22,10 @@ const LISTEN_AGAIN_AFTER: Duration = Duration::from_secs(1);
 /// Subscription changes in flight at once during a release or a renewal.
 const SUBSCRIPTION_CHANGES_AT_ONCE: usize = 32;
 
-#[derive(Default)]
 pub struct Hub {
+    /// Where the waiters' sessions live, and whose feed fills the hub.
+    store: SessionStore,
     waiters: Mutex<HashMap<SceneId, watch::Sender<Latest>>>,
-    /// Whether the store subscribes per session (`SessionStore::listens_per_session`).
-    listens_per_session: bool,
     /// Sessions whose last waiter left, still listened for until the next release.
     released: Mutex<Vec<SceneId>>,
     /// Whether a `listen_again_all` round is under way.
@@ -34,19 +33,21 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(store: &SessionStore) -> Self {
+    pub fn new(store: SessionStore) -> Self {
         Self {
-            listens_per_session: store.listens_per_session(),
-            ..Self::default()
+            store,
+            waiters: Mutex::default(),
+            released: Mutex::default(),
+            relistening: AtomicBool::new(false),
         }
     }
 
     /// Registers interest in `id` and has the store carry its events here. Watch before
     /// reading the current state, so a change committed in between is not missed.
-    pub async fn watch(self: &Arc<Self>, store: &SessionStore, id: &SceneId) -> Result<Waiter, StoreError> {
+    pub async fn watch(self: &Arc<Self>, id: &SceneId) -> Result<Waiter, StoreError> {
         let waiter = self.register(id);
         // On failure the waiter is dropped, and deregisters.
-        store.listen(id).await?;
+        self.store.listen(id).await?;
         Ok(waiter)
     }
 
@@ -81,12 +82,26 @@ impl Hub {
         }
     }
 
-    /// Events may have been lost: every waiter re-reads its session from the store.
-    pub fn resync_all(&self) {
+    /// Events may have been lost (the feed broke): every waiter re-reads its session. Where
+    /// the store subscribes per session, the subscriptions broke too: each is renewed first,
+    /// and its waiters re-read once it is (a read before would miss what came in between).
+    pub fn events_lost(self: &Arc<Self>) {
+        if self.store.listens_per_session() {
+            let hub = self.clone();
+            tokio::spawn(async move { hub.listen_again_all().await });
+            return;
+        }
         let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         for sender in waiters.values() {
             sender.send_replace(None);
         }
+    }
+
+    /// The store ended this instance's subscription to `id`'s events (a cluster moved its
+    /// slot): renewed while a browser here waits for it.
+    pub fn subscription_ended(self: &Arc<Self>, id: SceneId) {
+        let hub = self.clone();
+        tokio::spawn(async move { hub.listen_again(&id).await });
     }
 
     pub fn waiting(&self) -> usize {
@@ -95,8 +110,8 @@ impl Hub {
 
     /// Every few seconds, stops listening for the sessions nobody here waits for any more.
     /// Runs until dropped; only a store that listens per session needs it.
-    pub async fn release_unwatched(self: Arc<Self>, store: SessionStore) {
-        if !self.listens_per_session {
+    pub async fn release_unwatched(self: Arc<Self>) {
+        if !self.store.listens_per_session() {
             return std::future::pending().await;
         }
         let mut every = tokio::time::interval(RELEASE_EVERY);
@@ -104,7 +119,7 @@ impl Hub {
             every.tick().await;
             let released = std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
             futures_util::stream::iter(released)
-                .for_each_concurrent(SUBSCRIPTION_CHANGES_AT_ONCE, |id| self.release(&store, id))
+                .for_each_concurrent(SUBSCRIPTION_CHANGES_AT_ONCE, |id| self.release(id))
                 .await;
         }
     }
@@ -112,22 +127,21 @@ impl Hub {
     /// Stops listening for `id` unless someone waits for it again. A browser that started
     /// waiting while the unsubscription was on its way may have lost its subscription to it: it
     /// is listened for again and told to re-read.
-    async fn release(&self, store: &SessionStore, id: SceneId) {
+    async fn release(&self, id: SceneId) {
         if self.is_watched(&id) {
             return;
         }
-        if let Err(e) = store.stop_listening(&id).await {
+        if let Err(e) = self.store.stop_listening(&id).await {
             tracing::warn!(error = %e, "cannot stop listening for a session; trying again later");
             self.released.lock().unwrap_or_else(|p| p.into_inner()).push(id);
             return;
         }
-        self.listen_again(store, &id).await;
+        self.listen_again(&id).await;
     }
 
-    /// Events may have been lost because the store's subscriptions broke (a cluster node
-    /// dropped): listen again for every session waited for here, each until it succeeds, and
-    /// have its waiters re-read. One round at a time.
-    pub async fn listen_again_all(&self, store: &SessionStore) {
+    /// Listens again for every session waited for here, each until it succeeds, and has its
+    /// waiters re-read. One round at a time.
+    async fn listen_again_all(&self) {
         if self.relistening.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -140,18 +154,17 @@ impl Hub {
             .collect();
         futures_util::stream::iter(watched)
             .for_each_concurrent(SUBSCRIPTION_CHANGES_AT_ONCE, |id| async move {
-                self.listen_again(store, &id).await
+                self.listen_again(&id).await
             })
             .await;
         self.relistening.store(false, Ordering::Release);
     }
 
-    /// The store ended this instance's subscription to `id`'s events: while a browser here
-    /// still waits for it, listen again (the cluster may still be electing the slot's new
-    /// master), then have the waiters re-read what they may have missed.
-    pub async fn listen_again(&self, store: &SessionStore, id: &SceneId) {
+    /// While a browser here still waits for `id`, listens again (the cluster may still be
+    /// electing the slot's new master), then has the waiters re-read what they may have missed.
+    async fn listen_again(&self, id: &SceneId) {
         while self.is_watched(id) {
-            match store.listen(id).await {
+            match self.store.listen(id).await {
                 Ok(()) => {
                     let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(sender) = waiters.get(id) {
@@ -239,7 +252,7 @@ impl Drop for Waiter {
         // Our own receiver still counts here: remove the sender when we are the last one.
         if waiters.get(&self.id).is_some_and(|s| s.receiver_count() <= 1) {
             waiters.remove(&self.id);
-            if self.hub.listens_per_session {
+            if self.hub.store.listens_per_session() {
                 self.hub
                     .released
                     .lock()

@@ -124,7 +124,7 @@ impl Application {
 
         // Subscribe before serving (and before reading the connections): every change committed
         // from now on reaches the hub or the registry.
-        let hub = Arc::new(Hub::new(&store));
+        let hub = Arc::new(Hub::new(store.clone()));
         let feed = store.subscribe().await.map_err(StartupError::Store)?;
         let connections = Arc::new(
             Registry::start(
@@ -138,11 +138,11 @@ impl Application {
             .map_err(StartupError::Config)?,
         );
         let feed = tokio::spawn({
-            let (hub, connections, store) = (hub.clone(), connections.clone(), store.clone());
+            let (hub, connections) = (hub.clone(), connections.clone());
             async move {
                 tokio::join!(
-                    follow_store(feed, hub.clone(), connections, store.clone()),
-                    hub.release_unwatched(store)
+                    follow_store(feed, hub.clone(), connections),
+                    hub.release_unwatched()
                 );
             }
         });
@@ -287,12 +287,11 @@ impl Application {
 /// Feeds the store's events to their readers until the task is dropped: session changes to the
 /// hub, connection changes to the registry; after a lost feed, both re-read; a subscription the
 /// store ended is renewed.
-async fn follow_store(mut feed: EventFeed, hub: Arc<Hub>, connections: Arc<Registry>, store: SessionStore) {
+async fn follow_store(mut feed: EventFeed, hub: Arc<Hub>, connections: Arc<Registry>) {
     loop {
         let reload = match feed.next().await {
             FeedItem::Unsubscribed(id) => {
-                let (hub, store) = (hub.clone(), store.clone());
-                tokio::spawn(async move { hub.listen_again(&store, &id).await });
+                hub.subscription_ended(id);
                 false
             }
             FeedItem::Changed(event) => {
@@ -300,11 +299,7 @@ async fn follow_store(mut feed: EventFeed, hub: Arc<Hub>, connections: Arc<Regis
                 false
             }
             FeedItem::Resync => {
-                hub.resync_all();
-                if store.listens_per_session() {
-                    let (hub, store) = (hub.clone(), store.clone());
-                    tokio::spawn(async move { hub.listen_again_all(&store).await });
-                }
+                hub.events_lost();
                 true
             }
             FeedItem::ConnectionsChanged => true,

@@ -107,7 +107,7 @@ async fn read(
         None => None,
     };
     // Watch before reading, so a change in between is not missed.
-    let mut waiter = state.hub.watch(&state.store, &id).await?;
+    let mut waiter = state.hub.watch(&id).await?;
     let mut current = state.browser_session(&req, &id).await?;
     let keys = state.keys.current().await?;
 

@@ -38,7 +38,7 @@ async fn connect(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
-    let waiter = state.hub.watch(&state.store, &id).await?;
+    let waiter = state.hub.watch(&id).await?;
     // An unknown session is refused only after the secret, as a wrong secret is: the socket
     // does not tell which ids exist.
     let current = match state.page_session(&req, &id).await {

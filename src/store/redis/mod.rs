@@ -364,22 +364,24 @@ impl RedisStore {
     /// subscription to the session's channel (confirmed before this returns, so nothing
     /// committed afterwards is missed); one server's channel already carries everything.
     pub async fn listen(&self, id: &SceneId) -> Result<(), StoreError> {
-        let Link::Cluster(conn) = &self.conn else {
-            return Ok(());
-        };
-        let mut conn = conn.clone();
-        self.timed("listen", conn.ssubscribe(self.events_channel(id)))
-            .await
+        match self.conn.clone() {
+            Link::Cluster(mut conn) => {
+                self.timed("listen", conn.ssubscribe(self.events_channel(id)))
+                    .await
+            }
+            Link::Single(_) => Ok(()),
+        }
     }
 
     /// Stops carrying `id`'s events here (the last browser waiting for it left).
     pub async fn stop_listening(&self, id: &SceneId) -> Result<(), StoreError> {
-        let Link::Cluster(conn) = &self.conn else {
-            return Ok(());
-        };
-        let mut conn = conn.clone();
-        self.timed("stop_listening", conn.sunsubscribe(self.events_channel(id)))
-            .await
+        match self.conn.clone() {
+            Link::Cluster(mut conn) => {
+                self.timed("stop_listening", conn.sunsubscribe(self.events_channel(id)))
+                    .await
+            }
+            Link::Single(_) => Ok(()),
+        }
     }
 
     /// Whether browsers must `listen` for their sessions' events (a cluster).
