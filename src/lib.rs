@@ -28,6 +28,7 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod upgrade;
 pub mod user_agent;
 pub mod wechat;
 

@@ -13,7 +13,11 @@ use crate::shutdown;
 use crate::signing::KeyRing;
 use crate::store::{EventFeed, FeedItem, SessionStore, StoreError};
 use crate::wechat::WeChatClient;
-use actix_web::dev::Server;
+use crate::upgrade;
+use actix_http::HttpService;
+use actix_server::Server;
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::{App, HttpServer, web};
 use std::fmt;
 use std::net::TcpListener;
@@ -205,7 +209,7 @@ impl Application {
         let simulator = settings
             .mount_simulator
             .then(|| web::Data::new(Simulator::default()));
-        let server = HttpServer::new(move || {
+        let app = move || {
             let mut app = App::new()
                 .wrap(actix_web::middleware::from_fn(routes::cors::middleware))
                 .wrap(actix_web::middleware::from_fn(routes::uniform::middleware))
@@ -231,24 +235,39 @@ impl Application {
                 );
             }
             app.default_service(web::to(error::not_found))
-        })
-        .workers(workers)
-        .max_connections(connections_per_worker)
-        // Frames go out when written: with Nagle's algorithm a `confirmed` frame right after
-        // `scanned` waited for the browser's delayed ACK (~40 ms).
-        .on_connect(|connection, _| {
-            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = tcp.set_nodelay(true);
-            }
-        })
-        // A request head must arrive within this (then 408 and the connection closes); bodies
-        // are bounded by `body_read_timeout_secs` (routes::slow_clients).
-        .client_request_timeout(HEAD_READ_TIMEOUT)
-        .listen(listener)?
+        };
         // Signals are ours (see `run_until_stopped`): browsers are told before the server stops.
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_grace_secs)
-        .run();
+        let mut builder = actix_server::Server::build()
+            .workers(workers)
+            .max_concurrent_connections(connections_per_worker)
+            .disable_signals()
+            .shutdown_timeout(settings.shutdown_grace_secs);
+        let stopping_connections = builder.graceful_shutdown_signal();
+        builder = builder.listen("qrlogin-relay", listener, move || {
+            let stopping = stopping_connections.clone();
+            let app = app.clone();
+            HttpService::build()
+                // A request head must arrive within this (then 408 and the connection closes);
+                // bodies are bounded by `body_read_timeout_secs` (routes::slow_clients).
+                .client_request_timeout(HEAD_READ_TIMEOUT)
+                // Frames go out when written: with Nagle's algorithm a `confirmed` frame right
+                // after `scanned` waited for the browser's delayed ACK (~40 ms).
+                .tcp_nodelay(true)
+                .local_addr(local)
+                // Idle keep-alive connections close when the server stops.
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
+                // WebSockets are served off the HTTP/1 dispatcher (see `upgrade`).
+                .upgrade(upgrade::service(app.clone()))
+                .finish(map_config(
+                    app().into_factory().map_err(|e| e.error_response()),
+                    |_| AppConfig::default(),
+                ))
+                .tcp()
+        })?;
+        let server = builder.run();
         Ok(Self {
             public_base_url,
             server,

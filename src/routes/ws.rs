@@ -13,11 +13,14 @@ use crate::metrics::unix_micros;
 use crate::push::Waiter;
 use crate::session::{TicketKey, unix_now};
 use crate::store::{SessionStore, StoreError, Versioned};
+use crate::upgrade::Socket;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{CloseCode, CloseReason, Message};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A socket that has not authenticated by then is closed.
@@ -26,6 +29,11 @@ const AUTH_WITHIN: Duration = Duration::from_secs(10);
 /// so recovering Redis is not hit by every socket at once); the feed's resync comes first
 /// when it is back.
 const STORE_RETRY_EVERY: Duration = Duration::from_secs(2);
+/// A browser that does not take a frame within this is gone: its socket is dropped.
+const SEND_WITHIN: Duration = Duration::from_secs(10);
+/// After our close frame, how long the browser has to answer with its own before the
+/// connection is dropped.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/login-sessions/{id}/ws", web::get().to(connect));
@@ -35,7 +43,6 @@ async fn connect(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = scene_id(&path)?;
     let waiter = state.hub.watch(&id).await?;
@@ -47,18 +54,14 @@ async fn connect(
         Err(e) => return Err(e),
     };
     let held = state.caps.websocket(&state.client_info(&req).ip, id.as_str())?;
-    let (response, socket, messages) = actix_ws::handle(&req, body)
-        .map_err(|_| ApiError::bad_request("websocket_required", "This endpoint speaks WebSocket only."))?;
     let keys = state.keys.current().await?;
+    let key = keys.ticket_key.clone();
+    let opened = state.clone();
+    let response = crate::upgrade::accept(&req, move |socket| {
+        push_to_browser(opened, key, waiter, current, socket, held)
+    })
+    .map_err(|_| ApiError::bad_request("websocket_required", "This endpoint speaks WebSocket only."))?;
     state.metrics.websockets_opened.inc();
-    actix_web::rt::spawn(push_to_browser(
-        state.clone(),
-        keys.ticket_key.clone(),
-        waiter,
-        current,
-        (socket, messages),
-        held,
-    ));
     Ok(response)
 }
 
@@ -68,19 +71,18 @@ enum ClientMessage {
     Auth { secret: String },
 }
 
+/// Sends one frame; `false` when the browser is gone or does not take it in time.
+async fn send(socket: &mut Socket, message: Message) -> bool {
+    matches!(tokio::time::timeout(SEND_WITHIN, socket.send(message)).await, Ok(Ok(())))
+}
+
 /// Waits for the first client message and checks the secret it carries (no secret opens an
-/// unknown session).
-async fn authenticate(
-    current: Option<&Versioned>,
-    socket: &mut actix_ws::Session,
-    messages: &mut actix_ws::MessageStream,
-) -> Result<(), &'static str> {
+/// unknown session). Pings are answered by the socket itself.
+async fn authenticate(current: Option<&Versioned>, socket: &mut Socket) -> Result<(), &'static str> {
     let first = tokio::time::timeout(AUTH_WITHIN, async {
         loop {
-            match messages.next().await {
-                Some(Ok(Message::Ping(bytes))) => {
-                    let _ = socket.pong(&bytes).await;
-                }
+            match socket.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Text(text))) => return Some(text),
                 _ => return None,
             }
@@ -99,8 +101,8 @@ async fn authenticate(
     }
 }
 
-fn frame(current: &Versioned, key: &TicketKey) -> String {
-    serde_json::to_string(&current.session.browser_view(key)).unwrap_or_default()
+fn frame(current: &Versioned, key: &TicketKey) -> Message {
+    Message::text(serde_json::to_string(&current.session.browser_view(key)).unwrap_or_default())
 }
 
 /// The next state to push: from the hub, or, while the store is unreachable, a re-read after
@@ -118,12 +120,20 @@ async fn follow(
     waiter.next_update(store, current).await
 }
 
-async fn close(socket: actix_ws::Session, code: CloseCode, reason: &str) {
-    let reason = CloseReason {
+/// Closes the socket with `code`: our close frame, then the browser's answer (or a short wait
+/// for it), so the frame is read before the connection goes.
+async fn close(mut socket: Socket, code: CloseCode, reason: &str) {
+    let frame = CloseFrame {
         code,
-        description: Some(reason.into()),
+        reason: reason.into(),
     };
-    let _ = socket.close(Some(reason)).await;
+    if !send(&mut socket, Message::Close(Some(frame))).await {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WITHIN, async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
 }
 
 async fn push_to_browser(
@@ -131,12 +141,12 @@ async fn push_to_browser(
     key: TicketKey,
     mut waiter: Waiter,
     current: Option<Versioned>,
-    (mut socket, mut messages): (actix_ws::Session, actix_ws::MessageStream),
+    mut socket: Socket,
     // Counted against the caps until this socket ends.
     _held: [crate::limits::Held; 3],
 ) {
     let (store, mut shutdown) = (&state.store, state.shutdown.clone());
-    let authenticated = authenticate(current.as_ref(), &mut socket, &mut messages).await;
+    let authenticated = authenticate(current.as_ref(), &mut socket).await;
     let (Ok(()), Some(mut current)) = (authenticated, current) else {
         close(
             socket,
@@ -148,7 +158,7 @@ async fn push_to_browser(
     };
     // A change made while the browser authenticated is already in the waiter: it comes next.
     // A failed send means the browser is gone: stop quietly.
-    if socket.text(frame(&current, &key)).await.is_err() {
+    if !send(&mut socket, frame(&current, &key)).await {
         return;
     }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
@@ -160,7 +170,7 @@ async fn push_to_browser(
                     store_down = false;
                     if next.version > current.version {
                         current = next;
-                        if socket.text(frame(&current, &key)).await.is_err() {
+                        if !send(&mut socket, frame(&current, &key)).await {
                             return;
                         }
                         if let Some(committed) = current.session.changed_at_us {
@@ -187,20 +197,16 @@ async fn push_to_browser(
                 return;
             }
             _ = ping.tick() => {
-                if socket.ping(b"").await.is_err() {
+                if !send(&mut socket, Message::Ping(Default::default())).await {
                     return;
                 }
             }
-            message = messages.next() => match message {
-                Some(Ok(Message::Ping(bytes))) => {
-                    if socket.pong(&bytes).await.is_err() {
-                        return;
-                    }
-                }
+            // Pings are answered by the socket itself as it reads.
+            message = socket.next() => match message {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
         }
     }
-    let _ = socket.close(Some(CloseCode::Normal.into())).await;
+    close(socket, CloseCode::Normal, "").await;
 }

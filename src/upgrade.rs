@@ -1,0 +1,118 @@
+//! WebSockets off actix's HTTP/1 dispatcher. actix-http keeps an 8 KB read and an 8 KB write
+//! buffer for the whole life of every connection it serves, an upgraded one included; a relay
+//! holding tens of thousands of waiting browsers pays that for each. So a request that asks to
+//! upgrade its connection is handed here instead: it goes through the same app (routes,
+//! middleware, checks) as any request; if the handler accepted it ([`accept`]), the 101 is
+//! written and the bare TCP stream becomes a `tokio-tungstenite` socket with small buffers,
+//! driven by what the handler left on the response. Any other answer is written as it is and
+//! the connection closes.
+//!
+//! The socket is served inside the connection's own future, so the server still counts it
+//! (`max_concurrent_connections`) and waits for it on a graceful stop.
+
+use actix_codec::Framed;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::{ConnectionType, Request, Response, StatusCode, h1};
+use actix_service::{IntoServiceFactory, Service, ServiceFactory, fn_factory, fn_service};
+use actix_web::dev::{AppConfig, ServiceResponse};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::SinkExt;
+use futures_util::future::LocalBoxFuture;
+use std::future::Future;
+use std::rc::Rc;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+/// An accepted WebSocket, after its handshake.
+pub type Socket = WebSocketStream<TcpStream>;
+
+/// The largest message or frame a browser may send: every one we expect is a small JSON object.
+const MAX_MESSAGE: usize = 4 * 1024;
+/// What a socket reads into at a time; a longer frame grows it for as long as it is read.
+const READ_BUFFER: usize = 256;
+
+/// What to do with the socket once the 101 is written: left by a handler on its response.
+struct OnUpgrade(Box<dyn FnOnce(Socket) -> LocalBoxFuture<'static, ()>>);
+
+/// Accepts a WebSocket handshake: the 101 answer, which hands the upgraded socket to `serve`.
+/// A request that is not a valid handshake gets `Err` (for the handler to answer 400).
+pub fn accept<F, Fut>(req: &HttpRequest, serve: F) -> Result<HttpResponse, actix_http::ws::HandshakeError>
+where
+    F: FnOnce(Socket) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let mut response = HttpResponse::from(actix_http::ws::handshake(req.head())?.finish()).map_into_boxed_body();
+    let serve = OnUpgrade(Box::new(move |socket| Box::pin(serve(socket))));
+    response.extensions_mut().insert(serve);
+    Ok(response)
+}
+
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        // Every frame is written when sent: pushes are rare and must not wait.
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// The upgrade service for `HttpServiceBuilder::upgrade`: each worker builds its own instance of
+/// the app (as it does for ordinary requests) to route upgrade requests through.
+pub fn service<F, I, S, B>(
+    app: F,
+) -> impl ServiceFactory<(Request, Framed<TcpStream, h1::Codec>), Config = (), Response = (), Error = actix_web::Error, InitError = ()>
+where
+    F: Fn() -> I + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Service: 'static,
+    S::InitError: std::fmt::Debug,
+    B: MessageBody + 'static,
+{
+    fn_factory(move || {
+        let app = app().into_factory();
+        async move {
+            let app = app
+                .new_service(AppConfig::default())
+                .await
+                .map_err(|e| tracing::error!(error = ?e, "cannot build the app for upgrades"))?;
+            let app = Rc::new(app);
+            Ok(fn_service(move |(req, framed)| serve(app.clone(), req, framed)))
+        }
+    })
+}
+
+async fn serve<S, B>(app: Rc<S>, req: Request, mut framed: Framed<TcpStream, h1::Codec>) -> Result<(), actix_web::Error>
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let mut response: Response<_> = match app.call(req).await {
+        Ok(answer) => answer.into_parts().1.map_into_boxed_body().into(),
+        Err(e) => e.error_response().into(),
+    };
+    let upgrade = response.extensions_mut().remove::<OnUpgrade>();
+    let (mut head, body) = response.into_parts();
+    match upgrade {
+        Some(OnUpgrade(serve)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            framed.send(h1::Message::Item((head, BodySize::None))).await?;
+            let parts = framed.into_parts();
+            let socket =
+                WebSocketStream::from_partially_read(parts.io, parts.read_buf.to_vec(), Role::Server, Some(socket_config()))
+                    .await;
+            serve(socket).await;
+        }
+        _ => {
+            // A refused handshake: the answer as any other, then the connection closes.
+            head.head_mut().set_connection_type(ConnectionType::Close);
+            let body = actix_http::body::to_bytes(body).await.unwrap_or_default();
+            let size = BodySize::Sized(body.len() as u64);
+            framed.send(h1::Message::Item((head, size))).await?;
+            framed.send(h1::Message::Chunk(Some(body))).await?;
+            framed.send(h1::Message::Chunk(None)).await?;
+        }
+    }
+    Ok(())
+}
