@@ -42,7 +42,8 @@ where
     F: FnOnce(Socket) -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let mut response = HttpResponse::from(actix_http::ws::handshake(req.head())?.finish()).map_into_boxed_body();
+    let mut response =
+        HttpResponse::from(actix_http::ws::handshake(req.head())?.finish()).map_into_boxed_body();
     let serve = OnUpgrade(Box::new(move |socket| Box::pin(serve(socket))));
     response.extensions_mut().insert(serve);
     Ok(response)
@@ -62,11 +63,18 @@ fn socket_config() -> WebSocketConfig {
 /// the app (as it does for ordinary requests) to route upgrade requests through.
 pub fn service<F, I, S, B>(
     app: F,
-) -> impl ServiceFactory<(Request, Framed<TcpStream, h1::Codec>), Config = (), Response = (), Error = actix_web::Error, InitError = ()>
+) -> impl ServiceFactory<
+    (Request, Framed<TcpStream, h1::Codec>),
+    Config = (),
+    Response = (),
+    Error = actix_web::Error,
+    InitError = (),
+>
 where
     F: Fn() -> I + 'static,
     I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<Request, Config = AppConfig, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S: ServiceFactory<Request, Config = AppConfig, Response = ServiceResponse<B>, Error = actix_web::Error>
+        + 'static,
     S::Service: 'static,
     S::InitError: std::fmt::Debug,
     B: MessageBody + 'static,
@@ -84,7 +92,11 @@ where
     })
 }
 
-async fn serve<S, B>(app: Rc<S>, req: Request, mut framed: Framed<TcpStream, h1::Codec>) -> Result<(), actix_web::Error>
+async fn serve<S, B>(
+    app: Rc<S>,
+    req: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_web::Error>
 where
     S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody + 'static,
@@ -99,9 +111,13 @@ where
         Some(OnUpgrade(serve)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
             framed.send(h1::Message::Item((head, BodySize::None))).await?;
             let parts = framed.into_parts();
-            let socket =
-                WebSocketStream::from_partially_read(parts.io, parts.read_buf.to_vec(), Role::Server, Some(socket_config()))
-                    .await;
+            let socket = WebSocketStream::from_partially_read(
+                parts.io,
+                parts.read_buf.to_vec(),
+                Role::Server,
+                Some(socket_config()),
+            )
+            .await;
             serve(socket).await;
         }
         _ => {

@@ -73,7 +73,10 @@ enum ClientMessage {
 
 /// Sends one frame; `false` when the browser is gone or does not take it in time.
 async fn send(socket: &mut Socket, message: Message) -> bool {
-    matches!(tokio::time::timeout(SEND_WITHIN, socket.send(message)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(SEND_WITHIN, socket.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Waits for the first client message and checks the secret it carries (no secret opens an

@@ -355,6 +355,9 @@ async fn websockets_from_other_origins_are_refused() {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 assert!(!allowed, "{origin} was refused");
                 assert_eq!(response.status(), 403);
+                let body: Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["error"], "origin_not_allowed");
             }
             Err(other) => panic!("{other:?}"),
         }

@@ -179,6 +179,47 @@ async fn no_secret_travels_in_a_url() {
     assert_eq!(socket.next_json().await["status"], "pending");
 }
 
+/// A client may send its first frame in the same packet as the handshake: the bytes read
+/// past the request head belong to the socket.
+#[tokio::test]
+async fn a_first_frame_sent_with_the_handshake_is_read() {
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{Message, protocol::Role};
+    let app = shop_app().await;
+    let pc = app.start().await;
+    let address = app.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let auth = json!({ "type": "auth", "secret": pc.secret }).to_string();
+    let mut bytes = format!(
+        "GET /v1/login-sessions/{}/ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        pc.id
+    )
+    .into_bytes();
+    // One masked text frame (a zero mask leaves the payload as it is).
+    bytes.extend([0x81, 0x80 | u8::try_from(auth.len()).unwrap(), 0, 0, 0, 0]);
+    bytes.extend(auth.as_bytes());
+    tcp.write_all(&bytes).await.unwrap();
+    // The answer's head, byte by byte so nothing of the socket's frames is taken with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(tcp, Role::Client, None).await;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next()).await;
+    match first {
+        Ok(Some(Ok(Message::Text(text)))) => {
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["status"], "pending");
+        }
+        other => panic!("expected the pending frame, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn the_hosted_page_sends_browsers_only_to_registered_callbacks() {
     let app = shop_app().await;
