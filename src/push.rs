@@ -198,6 +198,8 @@ pub struct Waiter {
 impl Waiter {
     /// The next committed state after `current`: a change made anywhere, or, once the
     /// session's deadline passes, its expiry (stored and published here if nobody did first).
+    /// Store reads are boxed: tens of thousands of browsers wait here, and each waiting future
+    /// would otherwise carry room for a store call it is not making.
     pub async fn next_update(
         &mut self,
         store: &SessionStore,
@@ -210,7 +212,7 @@ impl Waiter {
         let deadline = tokio::time::sleep(until(current.session.expires_at));
         tokio::select! {
             change = self.next_change(store, seen) => change,
-            () = deadline => store.get(&self.id).await,
+            () = deadline => Box::pin(store.get(&self.id)).await,
         }
     }
 
@@ -224,12 +226,12 @@ impl Waiter {
         loop {
             if self.receiver.changed().await.is_err() {
                 // The hub never drops a sender while a waiter holds its id.
-                return store.get(&self.id).await;
+                return Box::pin(store.get(&self.id)).await;
             }
             let latest = self.receiver.borrow_and_update().clone();
             let current = match latest {
                 Some(event) => Some(event),
-                None => store.get(&self.id).await?,
+                None => Box::pin(store.get(&self.id)).await?,
             };
             match current {
                 Some(current) if current.version <= seen => continue,

@@ -110,14 +110,14 @@ where
     match upgrade {
         Some(OnUpgrade(serve)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
             framed.send(h1::Message::Item((head, BodySize::None))).await?;
-            let parts = framed.into_parts();
-            let socket = WebSocketStream::from_partially_read(
-                parts.io,
-                parts.read_buf.to_vec(),
-                Role::Server,
-                Some(socket_config()),
-            )
-            .await;
+            // What the client sent after its request head is the socket's; the dispatcher's
+            // buffers (8 KB each) go now, not when the socket ends.
+            let (io, already_read) = {
+                let parts = framed.into_parts();
+                (parts.io, parts.read_buf.to_vec())
+            };
+            let socket =
+                WebSocketStream::from_partially_read(io, already_read, Role::Server, Some(socket_config())).await;
             serve(socket).await;
         }
         _ => {

@@ -118,7 +118,7 @@ async fn follow(
 ) -> Result<Option<Versioned>, StoreError> {
     if store_down {
         tokio::time::sleep(STORE_RETRY_EVERY + crate::token::jitter(Duration::from_secs(1))).await;
-        return store.get(&current.session.id).await;
+        return Box::pin(store.get(&current.session.id)).await;
     }
     waiter.next_update(store, current).await
 }
