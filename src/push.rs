@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// What a waiter is told: the newest committed record, or `None` after a resync (re-read it).
-type Latest = Option<Versioned>;
+/// Shared, not copied, by the session's waiters (and small in each waiting session's channel).
+type Latest = Option<Arc<Versioned>>;
 
 /// How often the sessions nobody waits for any more stop being listened for.
 const RELEASE_EVERY: Duration = Duration::from_secs(5);
@@ -75,7 +76,7 @@ impl Hub {
             sender.send_if_modified(|latest| {
                 let newer = latest.as_ref().is_none_or(|l| l.version < event.version);
                 if newer {
-                    *latest = Some(event);
+                    *latest = Some(Arc::new(event));
                 }
                 newer
             });
@@ -228,14 +229,15 @@ impl Waiter {
                 // The hub never drops a sender while a waiter holds its id.
                 return Box::pin(store.get(&self.id)).await;
             }
+            // Only the shared record is held across the store read, not a copy of it.
             let latest = self.receiver.borrow_and_update().clone();
             let current = match latest {
                 Some(event) => Some(event),
-                None => Box::pin(store.get(&self.id)).await?,
+                None => Box::pin(store.get(&self.id)).await?.map(Arc::new),
             };
             match current {
                 Some(current) if current.version <= seen => continue,
-                other => return Ok(other),
+                other => return Ok(other.map(Arc::unwrap_or_clone)),
             }
         }
     }

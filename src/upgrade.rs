@@ -125,8 +125,9 @@ where
             head.head_mut().set_connection_type(ConnectionType::Close);
             let body = actix_http::body::to_bytes(body).await.unwrap_or_default();
             let size = BodySize::Sized(body.len() as u64);
-            framed.send(h1::Message::Item((head, size))).await?;
-            framed.send(h1::Message::Chunk(Some(body))).await?;
+            // Head and body leave in one write.
+            framed.feed(h1::Message::Item((head, size))).await?;
+            framed.feed(h1::Message::Chunk(Some(body))).await?;
             framed.send(h1::Message::Chunk(None)).await?;
         }
     }

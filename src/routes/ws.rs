@@ -15,6 +15,7 @@ use crate::session::{TicketKey, unix_now};
 use crate::store::{SessionStore, StoreError, Versioned};
 use crate::upgrade::Socket;
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::future::LocalBoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::time::Duration;
@@ -53,6 +54,7 @@ async fn connect(
         Err(e) if e.code == "session_not_found" => None,
         Err(e) => return Err(e),
     };
+    let current = current.map(Box::new);
     let held = state.caps.websocket(&state.client_info(&req).ip, id.as_str())?;
     let keys = state.keys.current().await?;
     let key = keys.ticket_key.clone();
@@ -115,48 +117,52 @@ async fn follow(
     store: &SessionStore,
     current: &Versioned,
     store_down: bool,
-) -> Result<Option<Versioned>, StoreError> {
-    if store_down {
+) -> Result<Option<Box<Versioned>>, StoreError> {
+    let next = if store_down {
         tokio::time::sleep(STORE_RETRY_EVERY + crate::token::jitter(Duration::from_secs(1))).await;
-        return Box::pin(store.get(&current.session.id)).await;
-    }
-    waiter.next_update(store, current).await
+        Box::pin(store.get(&current.session.id)).await
+    } else {
+        waiter.next_update(store, current).await
+    };
+    next.map(|next| next.map(Box::new))
 }
 
 /// Closes the socket with `code`: our close frame, then the browser's answer (or a short wait
-/// for it), so the frame is read before the connection goes.
-async fn close(mut socket: Socket, code: CloseCode, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    if !send(&mut socket, Message::Close(Some(frame))).await {
-        return;
-    }
-    let _ = tokio::time::timeout(CLOSE_WITHIN, async {
-        while let Some(Ok(_)) = socket.next().await {}
+/// for it), so the frame is read before the connection goes. Boxed, as it happens once: a
+/// waiting socket does not carry room for it.
+fn close(mut socket: Socket, code: CloseCode, reason: &'static str) -> LocalBoxFuture<'static, ()> {
+    Box::pin(async move {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        if !send(&mut socket, Message::Close(Some(frame))).await {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_WITHIN, async {
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
     })
-    .await;
 }
 
+/// One browser's socket, from its first message to its end. Tens of thousands wait at once,
+/// so what each keeps while waiting is kept small: the session record is boxed, and the one-off
+/// steps (authenticating, closing) are boxed futures.
 async fn push_to_browser(
     state: web::Data<AppState>,
     key: TicketKey,
     mut waiter: Waiter,
-    current: Option<Versioned>,
+    current: Option<Box<Versioned>>,
     mut socket: Socket,
     // Counted against the caps until this socket ends.
     _held: [crate::limits::Held; 3],
 ) {
     let (store, mut shutdown) = (&state.store, state.shutdown.clone());
-    let authenticated = authenticate(current.as_ref(), &mut socket).await;
+    let authenticated = Box::pin(authenticate(current.as_deref(), &mut socket)).await;
     let (Ok(()), Some(mut current)) = (authenticated, current) else {
-        close(
-            socket,
-            CloseCode::Policy,
-            authenticated.err().unwrap_or("invalid_secret"),
-        )
-        .await;
+        let reason = authenticated.err().unwrap_or("invalid_secret");
+        close(socket, CloseCode::Policy, reason).await;
         return;
     };
     // A change made while the browser authenticated is already in the waiter: it comes next.
