@@ -67,6 +67,9 @@ pub struct Application {
     pooling: tokio::task::JoinHandle<()>,
     /// The event feed: it stops with the server.
     feed: tokio::task::JoinHandle<()>,
+    /// WebSockets served off the server's connections: a stop waits for them to close.
+    sockets: Arc<upgrade::OpenSockets>,
+    shutdown_grace: std::time::Duration,
 }
 
 /// Error handlers shared by the relay and the standalone simulator: every extractor failure
@@ -167,8 +170,15 @@ impl Application {
             );
         }
         let workers = std::thread::available_parallelism().map_or(2, usize::from);
-        // Accepting pauses before the descriptors run out, rather than failing accepts.
-        let connections_per_worker = (open_files.saturating_sub(256) as usize / workers).max(64);
+        // Accepting pauses before the descriptors run out, rather than failing accepts. Upgraded
+        // WebSockets leave the server's count (see `upgrade`) and are bounded by
+        // `max_open_sockets`; other connections get what that leaves, less 256 for Redis,
+        // WeChat and logs.
+        let connections_per_worker = ((open_files.saturating_sub(256) as usize)
+            .saturating_sub(max_open_sockets)
+            / workers)
+            .max(64);
+        let sockets = Arc::new(upgrade::OpenSockets::default());
         let pool = Arc::new(CodePool::new(
             store.clone(),
             wechat.clone(),
@@ -243,9 +253,10 @@ impl Application {
             .disable_signals()
             .shutdown_timeout(settings.shutdown_grace_secs);
         let stopping_connections = builder.graceful_shutdown_signal();
+        let counted = sockets.clone();
         builder = builder.listen("qrlogin-relay", listener, move || {
             let stopping = stopping_connections.clone();
-            let app = app.clone();
+            let (app, sockets) = (app.clone(), counted.clone());
             HttpService::build()
                 // A request head must arrive within this (then 408 and the connection closes);
                 // bodies are bounded by `body_read_timeout_secs` (routes::slow_clients).
@@ -260,7 +271,7 @@ impl Application {
                     async move { stopping.notified().await }
                 })
                 // WebSockets are served off the HTTP/1 dispatcher (see `upgrade`).
-                .upgrade(upgrade::service(app.clone()))
+                .upgrade(upgrade::service(app.clone(), sockets))
                 .finish(map_config(
                     app().into_factory().map_err(|e| e.error_response()),
                     |_| AppConfig::default(),
@@ -274,6 +285,8 @@ impl Application {
             shutdown: trigger,
             pooling,
             feed,
+            sockets,
+            shutdown_grace: std::time::Duration::from_secs(settings.shutdown_grace_secs),
         })
     }
 
@@ -286,11 +299,15 @@ impl Application {
     /// the grace period; the pool refiller finishes its code and releases its lock.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
-        let trigger = self.shutdown;
+        let (trigger, sockets, grace) = (self.shutdown, self.sockets, self.shutdown_grace);
         let stopper = tokio::spawn(async move {
             shutdown::signal().await;
             tracing::info!("shutting down: waiting browsers are told to reconnect");
             trigger.start();
+            // The workers stop once every socket has sent its close (or the grace is over).
+            if tokio::time::timeout(grace, sockets.all_closed()).await.is_err() {
+                tracing::warn!("some WebSockets did not close within the grace period");
+            }
             handle.stop(true).await;
         });
         let result = self.server.await;

@@ -7,8 +7,10 @@
 //! driven by what the handler left on the response. Any other answer is written as it is and
 //! the connection closes.
 //!
-//! The socket is served inside the connection's own future, so the server still counts it
-//! (`max_concurrent_connections`) and waits for it on a graceful stop.
+//! The socket is then served by a task of its own and the connection's future ends, so nothing
+//! of actix's connection state stays with a waiting browser. The server no longer counts such
+//! a socket among its connections: [`OpenSockets`] does, so a stop can wait for them, and the
+//! relay's own cap (`max_open_sockets`) bounds them.
 
 use actix_codec::Framed;
 use actix_http::body::{BodySize, MessageBody};
@@ -20,7 +22,10 @@ use futures_util::SinkExt;
 use futures_util::future::LocalBoxFuture;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
@@ -49,6 +54,43 @@ where
     Ok(response)
 }
 
+/// The upgraded sockets being served, counted so a stop can wait until every one has closed.
+#[derive(Default)]
+pub struct OpenSockets {
+    open: AtomicUsize,
+    all_closed: Notify,
+}
+
+/// One socket being served, counted until dropped.
+struct Counted(Arc<OpenSockets>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+impl OpenSockets {
+    fn count(self: &Arc<Self>) -> Counted {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Counted(self.clone())
+    }
+
+    /// Resolves once no upgraded socket is open (at once if none is).
+    pub async fn all_closed(&self) {
+        loop {
+            // Made before the check, so a close in between still wakes it.
+            let closed = self.all_closed.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -63,6 +105,7 @@ fn socket_config() -> WebSocketConfig {
 /// the app (as it does for ordinary requests) to route upgrade requests through.
 pub fn service<F, I, S, B>(
     app: F,
+    sockets: Arc<OpenSockets>,
 ) -> impl ServiceFactory<
     (Request, Framed<TcpStream, h1::Codec>),
     Config = (),
@@ -81,19 +124,23 @@ where
 {
     fn_factory(move || {
         let app = app().into_factory();
+        let sockets = sockets.clone();
         async move {
             let app = app
                 .new_service(AppConfig::default())
                 .await
                 .map_err(|e| tracing::error!(error = ?e, "cannot build the app for upgrades"))?;
             let app = Rc::new(app);
-            Ok(fn_service(move |(req, framed)| serve(app.clone(), req, framed)))
+            Ok(fn_service(move |(req, framed)| {
+                serve(app.clone(), sockets.clone(), req, framed)
+            }))
         }
     })
 }
 
 async fn serve<S, B>(
     app: Rc<S>,
+    sockets: Arc<OpenSockets>,
     req: Request,
     mut framed: Framed<TcpStream, h1::Codec>,
 ) -> Result<(), actix_web::Error>
@@ -117,8 +164,13 @@ where
                 (parts.io, parts.read_buf.to_vec())
             };
             let socket =
-                WebSocketStream::from_partially_read(io, already_read, Role::Server, Some(socket_config())).await;
-            serve(socket).await;
+                WebSocketStream::from_partially_read(io, already_read, Role::Server, Some(socket_config()))
+                    .await;
+            let counted = sockets.count();
+            actix_web::rt::spawn(async move {
+                serve(socket).await;
+                drop(counted);
+            });
         }
         _ => {
             // A refused handshake: the answer as any other, then the connection closes.
