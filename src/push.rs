@@ -212,9 +212,10 @@ impl Waiter {
         }
         let deadline = tokio::time::sleep(until(current.session.expires_at));
         tokio::select! {
-            change = self.next_change(store, seen) => change,
-            () = deadline => Box::pin(store.get(&self.id)).await,
+            change = self.next_change(store, seen) => return change,
+            () = deadline => {}
         }
+        Box::pin(store.get(&self.id)).await
     }
 
     /// The session's state once it is newer than `seen` (a version), reading the store when the

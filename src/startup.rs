@@ -174,10 +174,8 @@ impl Application {
         // WebSockets leave the server's count (see `upgrade`) and are bounded by
         // `max_open_sockets`; other connections get what that leaves, less 256 for Redis,
         // WeChat and logs.
-        let connections_per_worker = ((open_files.saturating_sub(256) as usize)
-            .saturating_sub(max_open_sockets)
-            / workers)
-            .max(64);
+        let connections_per_worker =
+            ((open_files.saturating_sub(256) as usize).saturating_sub(max_open_sockets) / workers).max(64);
         let sockets = Arc::new(upgrade::OpenSockets::default());
         let pool = Arc::new(CodePool::new(
             store.clone(),

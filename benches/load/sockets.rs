@@ -160,6 +160,21 @@ async fn log_in(
     Ok(read_at.saturating_duration_since(accepted))
 }
 
+/// Resident memory once the allocators have given back what was freed (jemalloc purges freed
+/// pages over ~10 s): sampled every second until a second brings it down by less than 0.5 %.
+async fn settled(rss: impl Fn() -> u64) -> u64 {
+    let mut last = rss();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rss();
+        if now + last / 200 >= last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 pub async fn run(args: &[String]) {
     let store = Store::from_args(args, Store::Redis);
     let (count, logins) = (
@@ -198,7 +213,7 @@ pub async fn run(args: &[String]) {
     let rss = || pids.iter().map(|&pid| rss_kb(pid)).sum::<u64>();
     let cpu_all = || pids.iter().map(|&pid| cpu(pid)).sum::<Duration>();
     until_pooled(&http, &urls, 32).await;
-    let baseline = rss();
+    let baseline = settled(rss).await;
 
     // N browsers, in processes of up to PER_PROCESS sockets each.
     let opened = Instant::now();
@@ -224,11 +239,10 @@ pub async fn run(args: &[String]) {
         open_errors += line.trim_start_matches("open ").parse::<usize>().unwrap();
     }
     let open_took = opened.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await; // let the relays' allocators settle
-    let loaded = rss();
     // The starts drained the pool: it refills before the logins, so each login costs what it
     // does on a relay that keeps up (one code made, by the refiller).
     until_pooled(&http, &urls, 32).await;
+    let loaded = settled(rss).await;
 
     // M complete logins, one after another, every other browser still waiting.
     let cpu_before = cpu_all();

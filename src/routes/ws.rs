@@ -173,49 +173,59 @@ async fn push_to_browser(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let mut store_down = false;
     while !current.session.status.is_final_for_browser() {
-        tokio::select! {
-            update = follow(&mut waiter, store, &current, store_down) => match update {
-                Ok(Some(next)) => {
-                    store_down = false;
-                    if next.version > current.version {
-                        current = next;
-                        if !send(&mut socket, frame(&current, &key)).await {
-                            return;
-                        }
-                        if let Some(committed) = current.session.changed_at_us {
-                            let took = unix_micros().saturating_sub(committed);
-                            state.metrics.push_latency.observe(&[], Duration::from_micros(took));
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) if unix_now() < current.session.expires_at => {
-                    if !store_down {
-                        tracing::warn!(error = %e, "store unavailable: the socket waits for it");
-                    }
-                    store_down = true;
-                }
-                Err(_) => {
-                    // The session's deadline passed while the store was away: the page retries.
-                    close(socket, CloseCode::Again, "store_unavailable").await;
-                    return;
-                }
+        // What woke the socket, decided without waiting on anything else, so no branch's
+        // output is kept while a frame goes out.
+        let woke = tokio::select! {
+            update = follow(&mut waiter, store, &current, store_down) => Woke::Update(update),
+            () = shutdown.started() => Woke::Restart,
+            _ = ping.tick() => Woke::Ping,
+            // Pings are answered by the socket itself as it reads.
+            message = socket.next() => match message {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => continue,
             },
-            () = shutdown.started() => {
-                close(socket, CloseCode::Restart, "service_restart").await;
-                return;
+        };
+        match woke {
+            Woke::Update(Ok(Some(next))) => {
+                store_down = false;
+                if next.version > current.version {
+                    current = next;
+                    if !send(&mut socket, frame(&current, &key)).await {
+                        return;
+                    }
+                    if let Some(committed) = current.session.changed_at_us {
+                        let took = unix_micros().saturating_sub(committed);
+                        state
+                            .metrics
+                            .push_latency
+                            .observe(&[], Duration::from_micros(took));
+                    }
+                }
             }
-            _ = ping.tick() => {
+            Woke::Update(Ok(None)) => break,
+            Woke::Update(Err(e)) if unix_now() < current.session.expires_at => {
+                if !store_down {
+                    tracing::warn!(error = %e, "store unavailable: the socket waits for it");
+                }
+                store_down = true;
+            }
+            Woke::Update(Err(_)) => {
+                // The session's deadline passed while the store was away: the page retries.
+                return close(socket, CloseCode::Again, "store_unavailable").await;
+            }
+            Woke::Restart => return close(socket, CloseCode::Restart, "service_restart").await,
+            Woke::Ping => {
                 if !send(&mut socket, Message::Ping(Default::default())).await {
                     return;
                 }
             }
-            // Pings are answered by the socket itself as it reads.
-            message = socket.next() => match message {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            },
         }
     }
     close(socket, CloseCode::Normal, "").await;
+}
+
+enum Woke {
+    Update(Result<Option<Box<Versioned>>, StoreError>),
+    Restart,
+    Ping,
 }
