@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod error;
 pub mod id_token;
 pub mod limits;
+pub mod maps;
 pub mod markup;
 pub mod metrics;
 pub mod oidc;

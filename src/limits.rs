@@ -123,6 +123,7 @@ impl Drop for Held {
             *count = count.saturating_sub(1);
             if *count == 0 {
                 held.remove(&key);
+                crate::maps::shrink_if_sparse(&mut held);
             }
         }
     }

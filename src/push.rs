@@ -257,6 +257,7 @@ impl Drop for Waiter {
         // Our own receiver still counts here: remove the sender when we are the last one.
         if waiters.get(&self.id).is_some_and(|s| s.receiver_count() <= 1) {
             waiters.remove(&self.id);
+            crate::maps::shrink_if_sparse(&mut waiters);
             if self.hub.store.listens_per_session() {
                 self.hub
                     .released
