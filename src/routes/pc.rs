@@ -106,30 +106,31 @@ async fn read(
         })?),
         None => None,
     };
-    // Watch before reading, so a change in between is not missed.
-    let mut waiter = state.hub.watch(&id).await?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    // A long-poll watches before reading, so a change in between is not missed; a plain read
+    // only reads (on a Redis Cluster, watching costs a subscription).
+    let waiter = match wait.is_zero() {
+        true => None,
+        false => Some(state.hub.watch(&id).await?),
+    };
     let mut current = state.browser_session(&req, &id).await?;
     let keys = state.keys.current().await?;
-
-    let baseline = known.unwrap_or(current.session.status);
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
-    let _held = if wait.is_zero() {
-        None
-    } else {
-        Some(state.caps.long_poll(&state.client_info(&req).ip)?)
-    };
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut shutdown = state.shutdown.clone();
-    // On shutdown a long-poll answers at once; the page's next one goes to another instance.
-    while current.session.status == baseline && !wait.is_zero() && !shutdown.has_started() {
-        tokio::select! {
-            next = tokio::time::timeout_at(deadline, waiter.next_update(&state.store, &current)) => match next {
-                Ok(Ok(Some(next))) => current = next,
-                Ok(Ok(None)) => return Err(ApiError::session_not_found()),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => break,
-            },
-            () = shutdown.started() => break,
+    if let Some(mut waiter) = waiter {
+        let baseline = known.unwrap_or(current.session.status);
+        let _held = state.caps.long_poll(&state.client_info(&req).ip)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown = state.shutdown.clone();
+        // On shutdown a long-poll answers at once; the page's next one goes to another instance.
+        while current.session.status == baseline && !shutdown.has_started() {
+            tokio::select! {
+                next = tokio::time::timeout_at(deadline, waiter.next_update(&state.store, &current)) => match next {
+                    Ok(Ok(Some(next))) => current = next,
+                    Ok(Ok(None)) => return Err(ApiError::session_not_found()),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => break,
+                },
+                () = shutdown.started() => break,
+            }
         }
     }
     Ok(HttpResponse::Ok()
