@@ -292,9 +292,10 @@ impl Application {
         &self.public_base_url
     }
 
-    /// Serves until SIGTERM or Ctrl-C. Then: no new connections; every waiting browser is told
-    /// to reconnect (to another instance, through the load balancer); requests in flight get
-    /// the grace period; the pool refiller finishes its code and releases its lock.
+    /// Serves until SIGTERM or Ctrl-C. Then: every waiting browser is told to reconnect (to
+    /// another instance, through the load balancer) and its socket's close is awaited; no new
+    /// connections; requests in flight get the grace period; the pool refiller finishes its
+    /// code and releases its lock.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let (trigger, sockets, grace) = (self.shutdown, self.sockets, self.shutdown_grace);

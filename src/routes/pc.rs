@@ -109,9 +109,10 @@ async fn read(
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     // A long-poll watches before reading, so a change in between is not missed; a plain read
     // only reads (on a Redis Cluster, watching costs a subscription).
-    let waiter = match wait.is_zero() {
-        true => None,
-        false => Some(state.hub.watch(&id).await?),
+    let waiter = if wait.is_zero() {
+        None
+    } else {
+        Some(state.hub.watch(&id).await?)
     };
     let mut current = state.browser_session(&req, &id).await?;
     let keys = state.keys.current().await?;
