@@ -7,6 +7,8 @@ use crate::session::SceneId;
 use crate::store::{SessionStore, StoreError, Versioned};
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -199,8 +201,6 @@ pub struct Waiter {
 impl Waiter {
     /// The next committed state after `current`: a change made anywhere, or, once the
     /// session's deadline passes, its expiry (stored and published here if nobody did first).
-    /// Store reads are boxed: tens of thousands of browsers wait here, and each waiting future
-    /// would otherwise carry room for a store call it is not making.
     pub async fn next_update(
         &mut self,
         store: &SessionStore,
@@ -215,7 +215,16 @@ impl Waiter {
             change = self.next_change(store, seen) => return change,
             () = deadline => {}
         }
-        Box::pin(store.get(&self.id)).await
+        self.read(store).await
+    }
+
+    /// The session as stored now. Boxed: tens of thousands of browsers wait on a `Waiter`, and
+    /// each waiting future would otherwise carry room for a store call it is not making.
+    pub fn read<'a>(
+        &'a self,
+        store: &'a SessionStore,
+    ) -> Pin<Box<impl Future<Output = Result<Option<Versioned>, StoreError>> + 'a>> {
+        Box::pin(store.get(&self.id))
     }
 
     /// The session's state once it is newer than `seen` (a version), reading the store when the
@@ -228,13 +237,13 @@ impl Waiter {
         loop {
             if self.receiver.changed().await.is_err() {
                 // The hub never drops a sender while a waiter holds its id.
-                return Box::pin(store.get(&self.id)).await;
+                return self.read(store).await;
             }
             // Only the shared record is held across the store read, not a copy of it.
             let latest = self.receiver.borrow_and_update().clone();
             let current = match latest {
                 Some(event) => Some(event),
-                None => Box::pin(store.get(&self.id)).await?.map(Arc::new),
+                None => self.read(store).await?.map(Arc::new),
             };
             match current {
                 Some(current) if current.version <= seen => continue,

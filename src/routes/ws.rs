@@ -120,7 +120,7 @@ async fn follow(
 ) -> Result<Option<Box<Versioned>>, StoreError> {
     let next = if store_down {
         tokio::time::sleep(STORE_RETRY_EVERY + crate::token::jitter(Duration::from_secs(1))).await;
-        Box::pin(store.get(&current.session.id)).await
+        waiter.read(store).await
     } else {
         waiter.next_update(store, current).await
     };
