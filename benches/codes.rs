@@ -47,6 +47,14 @@ fn sun_code_jpeg() -> Vec<u8> {
     out.into_inner()
 }
 
+fn sun_code_png() -> Vec<u8> {
+    let code = draw_sun_code("Gx1bK7pQ2mZr9TfA3cVwLd", 430, false, [0, 0, 0]);
+    let mut out = Vec::new();
+    code.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+        .unwrap();
+    out
+}
+
 /// What a straightforward `image` pipeline does: decode, overlay an RGBA logo, encode PNG.
 fn naive_brand(jpeg: &[u8], logo: &image::RgbaImage) -> Vec<u8> {
     let mut code = image::load_from_memory(jpeg).unwrap().to_rgba8();
@@ -84,6 +92,16 @@ fn codes() {
         "sun code + logo, relay (luma decode, palette PNG)",
         time(brand),
         Some(brand().png.len()),
+    );
+    // What the simulator sends (and WeChat, by some reports): the same code as an RGBA PNG.
+    let png = sun_code_png();
+    row(
+        &format!(
+            "the same from an RGBA PNG ({:.1} KB), relay",
+            png.len() as f64 / 1000.0
+        ),
+        time(|| BrandedCode::sun_code(&png, &logo, DEFAULT_DISC_RATIO).unwrap()),
+        None,
     );
     let qrcode = || qrcode::QrCode::with_error_correction_level(url, qrcode::EcLevel::H).unwrap();
     row(
