@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 const WINDOW_SECS: u64 = 60;
 
+#[derive(Clone)]
 pub struct RateLimits {
     pub sessions_per_ip: u64,
     pub calls_per_openid: u64,
@@ -101,6 +102,7 @@ pub fn raise_open_file_limit() -> u64 {
 /// long-polls per IP (429 past them), and all WebSockets and long-polls together (503 past
 /// it, so the server never runs out of file descriptors). 0: no cap. What is held is released
 /// when its [`Held`] drops.
+#[derive(Clone)]
 pub struct OpenCaps {
     pub websockets_per_ip: usize,
     pub websockets_per_session: usize,

@@ -176,12 +176,18 @@ impl CodePool {
     /// one when there is one (only its lifetime changes: the image stays where the refill put
     /// it), else one made now. `false`: a website connection, which has no code of ours
     /// (WeChat's page shows one).
-    pub async fn next(&self, connection: &Connection, ttl_secs: u64) -> Result<(SceneId, bool), CodeFailure> {
+    /// `store`: the caller's (its worker's link); the pool's own is the refiller's.
+    pub async fn next(
+        &self,
+        store: &SessionStore,
+        connection: &Connection,
+        ttl_secs: u64,
+    ) -> Result<(SceneId, bool), CodeFailure> {
         if connection.is_website() {
             return Ok((SceneId::random(), false));
         }
         if let Some(id) = self
-            .take(connection, ttl_secs)
+            .take(store, connection, ttl_secs)
             .await
             .map_err(CodeFailure::Store)?
         {
@@ -189,7 +195,7 @@ impl CodePool {
         }
         let id = SceneId::random();
         let code = make_code(&self.wechat, connection, &id).await?;
-        self.store
+        store
             .put_code(&id, &code.png, ttl_secs)
             .await
             .map_err(CodeFailure::Store)?;
@@ -198,18 +204,23 @@ impl CodePool {
 
     /// A pooled id for a new session, its stored code kept `ttl_secs`, if the connection pools
     /// and the pool has one whose code is still stored.
-    async fn take(&self, connection: &Connection, ttl_secs: u64) -> Result<Option<SceneId>, StoreError> {
+    async fn take(
+        &self,
+        store: &SessionStore,
+        connection: &Connection,
+        ttl_secs: u64,
+    ) -> Result<Option<SceneId>, StoreError> {
         if Self::limits(connection).is_none() {
             return Ok(None);
         }
         let key = Self::key(connection);
         // The refiller decides whether the pool is low.
         self.wake.notify_one();
-        while let Some(raw) = self.store.pop_queue(&key).await? {
+        while let Some(raw) = store.pop_queue(&key).await? {
             let Some(id) = std::str::from_utf8(&raw).ok().and_then(SceneId::parse) else {
                 continue;
             };
-            if self.store.keep_code(&id, ttl_secs).await? {
+            if store.keep_code(&id, ttl_secs).await? {
                 self.metrics.pool_hits.inc();
                 return Ok(Some(id));
             }

@@ -185,7 +185,7 @@ impl Application {
         ));
         let pooling = tokio::spawn(pool.clone().run(connections.clone(), stopping.clone()));
 
-        let state = web::Data::new(AppState {
+        let state = Arc::new(AppState {
             connections,
             store,
             wechat,
@@ -232,7 +232,14 @@ impl Application {
                         .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                         .add((actix_web::http::header::REFERRER_POLICY, "no-referrer")),
                 )
-                .app_data(state.clone())
+                // Each worker's own copy (built on its thread, so its connections live there).
+                .data_factory({
+                    let state = state.clone();
+                    move || {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(state.for_worker().await) }
+                    }
+                })
                 .configure(json_errors)
                 .configure(routes::configure);
             if let Some(simulator) = &simulator {

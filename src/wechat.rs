@@ -193,17 +193,30 @@ pub struct WeChatClient {
 
 impl WeChatClient {
     pub fn new(base: &str, store: SessionStore, metrics: Arc<Metrics>) -> Result<Self, WeChatError> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| WeChatError::Unreachable(e.without_url().to_string()))?;
         Ok(Self {
-            http,
+            http: Self::http_client()?,
             base: base.trim_end_matches('/').to_owned(),
             store,
             metrics,
         })
+    }
+
+    /// The same client for one actix worker: its own connections (their tasks run on the
+    /// worker's thread) and `store`, the worker's.
+    pub fn for_worker(&self, store: SessionStore) -> Result<Self, WeChatError> {
+        Ok(Self {
+            http: Self::http_client()?,
+            store,
+            ..self.clone()
+        })
+    }
+
+    fn http_client() -> Result<reqwest::Client, WeChatError> {
+        reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| WeChatError::Unreachable(e.without_url().to_string()))
     }
 
     /// The one HTTP client, for the other outbound calls (the account hook).

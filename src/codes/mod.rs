@@ -210,39 +210,38 @@ fn png_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
 
 /// One decoded PNG row (8-bit samples of `color`) to luma.
 fn row_to_luma(color: png::ColorType, line: &[u8], luma: &mut [u8]) -> Result<(), String> {
-    // In 16 bits, so the loops below vectorize: every sum fits (at most 255 · 255 + 255 + 128),
-    // and (t + (t >> 8)) >> 8 with t = x + 128 is x / 255 rounded, exactly, for such x.
-    let over_white = |luma: u16, alpha: u8| {
-        let alpha = u16::from(alpha);
+    // Integer weights; x / 255 rounded is (t + (t >> 8)) >> 8 with t = x + 128, exactly, for
+    // every sum here (at most 255 · 255 + 128).
+    let over_white = |luma: u32, alpha: u8| {
+        let alpha = u32::from(alpha);
         let t = luma * alpha + 255 * (255 - alpha) + 128;
         ((t + (t >> 8)) >> 8) as u8
     };
-    let rgb = |p: &[u8]| (54 * u16::from(p[0]) + 183 * u16::from(p[1]) + 19 * u16::from(p[2]) + 128) >> 8;
-    // Each arm a plain loop over pixels the compiler can vectorize.
+    let rgb = |[r, g, b]: [u8; 3]| (54 * u32::from(r) + 183 * u32::from(g) + 19 * u32::from(b) + 128) >> 8;
     match color {
-        png::ColorType::Grayscale => {
-            for (y, p) in luma.iter_mut().zip(line) {
-                *y = *p;
-            }
-        }
-        png::ColorType::GrayscaleAlpha => {
-            for (y, p) in luma.iter_mut().zip(line.chunks_exact(2)) {
-                *y = over_white(p[0].into(), p[1]);
-            }
-        }
-        png::ColorType::Rgb => {
-            for (y, p) in luma.iter_mut().zip(line.chunks_exact(3)) {
-                *y = rgb(p) as u8;
-            }
-        }
-        png::ColorType::Rgba => {
-            for (y, p) in luma.iter_mut().zip(line.chunks_exact(4)) {
-                *y = over_white(rgb(p), p[3]);
-            }
-        }
+        png::ColorType::Grayscale => each_pixel(line, luma, |[y]: [u8; 1]| y),
+        png::ColorType::GrayscaleAlpha => each_pixel(line, luma, |[y, a]| over_white(y.into(), a)),
+        png::ColorType::Rgb => each_pixel(line, luma, |p| rgb(p) as u8),
+        png::ColorType::Rgba => each_pixel(line, luma, |[r, g, b, a]| over_white(rgb([r, g, b]), a)),
         png::ColorType::Indexed => return Err("a palette survived expansion".into()),
     }
     Ok(())
+}
+
+/// `convert`s each `N`-byte pixel of `line` into `out`, reusing the last answer while pixels
+/// repeat: a code is long runs of its background and of its ink, so this is mostly a compare.
+fn each_pixel<const N: usize>(line: &[u8], out: &mut [u8], convert: impl Fn([u8; N]) -> u8) {
+    let (pixels, _) = line.as_chunks::<N>();
+    let Some(&first) = pixels.first() else {
+        return;
+    };
+    let mut last = (first, convert(first));
+    for (y, &pixel) in out.iter_mut().zip(pixels) {
+        if pixel != last.0 {
+            last = (pixel, convert(pixel));
+        }
+        *y = last.1;
+    }
 }
 
 #[cfg(test)]

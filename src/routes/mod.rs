@@ -31,7 +31,9 @@ use crate::wechat::WeChatClient;
 use actix_web::{HttpRequest, web};
 use std::sync::Arc;
 
-/// Everything a handler may use, built once at start and shared through `web::Data`.
+/// Everything a handler may use, built once at start; each actix worker serves with a copy
+/// whose store and WeChat client are its own ([`AppState::for_worker`]), the rest shared.
+#[derive(Clone)]
 pub struct AppState {
     /// The live registry of connections, shared by all instances through the store.
     pub connections: Arc<Registry>,
@@ -62,6 +64,24 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// This state for the actix worker calling it: Redis and WeChat connections of its own,
+    /// so a request's calls are written and answered on its thread, not handed to another.
+    pub async fn for_worker(&self) -> Self {
+        let store = self.store.for_worker().await;
+        let wechat = match self.wechat.for_worker(store.clone()) {
+            Ok(wechat) => wechat,
+            Err(e) => {
+                tracing::warn!(error = %e, "a worker's own WeChat client cannot be built; it shares the instance's");
+                self.wechat.clone()
+            }
+        };
+        Self {
+            store,
+            wechat,
+            ..self.clone()
+        }
+    }
+
     /// A session reached its current status through this instance: counted and audited.
     pub fn record(&self, session: &LoginSession) {
         self.metrics.transition(&session.connection, session.status);

@@ -58,7 +58,7 @@ async fn create(
     let now = unix_now();
     let (client, ttl) = (state.client_info(&req), connection.session_ttl_secs);
     state.limits.session_start(&state.store, &client.ip).await?;
-    let (id, has_code) = state.pool.next(&connection, ttl).await?;
+    let (id, has_code) = state.pool.next(&state.store, &connection, ttl).await?;
     let (session, secret) = LoginSession::start(id.clone(), &connection.identifier, client, now, ttl);
     state.store.insert(&session).await?;
     state.record(&session);

@@ -116,6 +116,15 @@ impl SessionStore {
         ))
     }
 
+    /// This store for one actix worker: on Redis, with a link of the worker's own (see
+    /// [`redis::RedisStore::for_worker`]); the memory store is the same one.
+    pub async fn for_worker(&self) -> Self {
+        match self {
+            SessionStore::Memory(_) => self.clone(),
+            SessionStore::Redis(store) => SessionStore::Redis(store.for_worker().await),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             SessionStore::Memory(_) => "memory",

@@ -103,53 +103,99 @@ fn roots(ca_pem: Option<Vec<u8>>) -> Option<redis::TlsCertificates> {
 /// Connects to `url`, failing now (with the reason, the password left out) if it cannot.
 /// `ca_pem`: the roots a TLS server's certificate must chain to (the system's when `None`).
 pub async fn open(url: &str, ca_pem: Option<Vec<u8>>) -> Result<(Link, Subscriber), StoreError> {
-    let shown = redact_url(url);
-    let bad_url = |e: redis::RedisError| StoreError(format!("bad redis url {shown}: {e}"));
-    let opened = match cluster_nodes(url) {
+    match cluster_nodes(url) {
         Some(nodes) => {
-            if nodes.is_empty() {
-                return Err(StoreError(format!("bad redis url {shown}: no nodes")));
-            }
             let (pushes, subscriber) = tokio::sync::mpsc::unbounded_channel();
-            let mut builder = ClusterClientBuilder::new(nodes)
-                .use_protocol(redis::ProtocolVersion::RESP3)
-                .push_sender(pushes)
-                .tcp_settings(tcp_settings())
-                .connection_timeout(STORE_TIMEOUT)
-                .response_timeout(STORE_TIMEOUT)
-                .retries(3);
-            if let Some(certs) = roots(ca_pem) {
-                builder = builder.certs(certs);
-            }
-            let client = builder.build().map_err(bad_url)?;
-            tokio::time::timeout(STORE_TIMEOUT * 2, client.get_async_connection())
-                .await
-                .map(|conn| {
-                    conn.map(|conn| (Link::Cluster(conn.clone()), Subscriber::Cluster(subscriber, conn)))
-                })
+            let conn = open_cluster(url, nodes, ca_pem, Some(pushes)).await?;
+            Ok((Link::Cluster(conn.clone()), Subscriber::Cluster(subscriber, conn)))
         }
         None => {
-            let info = url
-                .into_connection_info()
-                .map_err(bad_url)?
-                .set_tcp_settings(tcp_settings());
-            let client = match roots(ca_pem) {
-                Some(certs) => redis::Client::build_with_tls(info, certs),
-                None => redis::Client::open(info),
-            }
-            .map_err(bad_url)?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(STORE_TIMEOUT))
-                .set_response_timeout(Some(STORE_TIMEOUT))
-                .set_number_of_retries(2);
-            tokio::time::timeout(STORE_TIMEOUT, client.get_connection_manager_with_config(config))
-                .await
-                .map(|conn| conn.map(|conn| (Link::Single(conn), Subscriber::Single(Arc::new(client)))))
+            let client = Arc::new(server_client(url, ca_pem)?);
+            let conn = open_server(url, &client).await?;
+            Ok((Link::Single(conn), Subscriber::Single(client)))
         }
-    };
-    opened
-        .map_err(|_| StoreError(format!("redis at {shown} did not answer in time")))?
-        .map_err(|e| StoreError(format!("cannot connect to redis at {shown}: {e}")))
+    }
+}
+
+/// Another link to the same Redis for commands only (no subscriptions ride on it): one per
+/// actix worker, so a request's Redis calls are written and answered on its own thread.
+pub async fn open_commands(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Link, StoreError> {
+    match cluster_nodes(url) {
+        Some(nodes) => Ok(Link::Cluster(open_cluster(url, nodes, ca_pem, None).await?)),
+        None => Ok(Link::Single(
+            open_server(url, &server_client(url, ca_pem)?).await?,
+        )),
+    }
+}
+
+fn bad_url(url: &str) -> impl Fn(redis::RedisError) -> StoreError {
+    let shown = redact_url(url);
+    move |e| StoreError(format!("bad redis url {shown}: {e}"))
+}
+
+/// A bounded connection attempt's outcome, its failure with the reason (password left out).
+fn connected<T>(
+    url: &str,
+    attempt: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+) -> Result<T, StoreError> {
+    let shown = redact_url(url);
+    match attempt {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(StoreError(format!("cannot connect to redis at {shown}: {e}"))),
+        Err(_) => Err(StoreError(format!("redis at {shown} did not answer in time"))),
+    }
+}
+
+/// `pushes`: where the cluster's pushed messages (sharded subscriptions) go, if anywhere.
+async fn open_cluster(
+    url: &str,
+    nodes: Vec<String>,
+    ca_pem: Option<Vec<u8>>,
+    pushes: Option<tokio::sync::mpsc::UnboundedSender<PushInfo>>,
+) -> Result<ClusterConnection, StoreError> {
+    if nodes.is_empty() {
+        return Err(StoreError(format!("bad redis url {}: no nodes", redact_url(url))));
+    }
+    let mut builder = ClusterClientBuilder::new(nodes)
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .tcp_settings(tcp_settings())
+        .connection_timeout(STORE_TIMEOUT)
+        .response_timeout(STORE_TIMEOUT)
+        .retries(3);
+    if let Some(pushes) = pushes {
+        builder = builder.push_sender(pushes);
+    }
+    if let Some(certs) = roots(ca_pem) {
+        builder = builder.certs(certs);
+    }
+    let client = builder.build().map_err(bad_url(url))?;
+    connected(
+        url,
+        tokio::time::timeout(STORE_TIMEOUT * 2, client.get_async_connection()).await,
+    )
+}
+
+fn server_client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::Client, StoreError> {
+    let info = url
+        .into_connection_info()
+        .map_err(bad_url(url))?
+        .set_tcp_settings(tcp_settings());
+    match roots(ca_pem) {
+        Some(certs) => redis::Client::build_with_tls(info, certs),
+        None => redis::Client::open(info),
+    }
+    .map_err(bad_url(url))
+}
+
+async fn open_server(url: &str, client: &redis::Client) -> Result<ConnectionManager, StoreError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(STORE_TIMEOUT))
+        .set_response_timeout(Some(STORE_TIMEOUT))
+        .set_number_of_retries(2);
+    connected(
+        url,
+        tokio::time::timeout(STORE_TIMEOUT, client.get_connection_manager_with_config(config)).await,
+    )
 }
 
 /// A Redis URL for messages: any password is replaced.

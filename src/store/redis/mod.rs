@@ -50,7 +50,13 @@ return 1";
 
 #[derive(Clone)]
 pub struct RedisStore {
+    /// Commands: this worker's own link (see `for_worker`), or the instance's.
     conn: Link,
+    /// The instance's link, which on a cluster carries the sharded subscriptions.
+    events: Link,
+    /// Where the Redis is, to open a worker's link.
+    url: Arc<str>,
+    ca_pem: Option<Arc<[u8]>>,
     /// Taken by the one `subscribe` call.
     subscriber: Arc<Mutex<Option<Subscriber>>>,
     prefix: Arc<str>,
@@ -92,9 +98,12 @@ impl RedisStore {
         linger_secs: u64,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
-        let (conn, subscriber) = link::open(url, ca_pem).await?;
+        let (conn, subscriber) = link::open(url, ca_pem.clone()).await?;
         let store = Self {
+            events: conn.clone(),
             conn,
+            url: url.into(),
+            ca_pem: ca_pem.map(Into::into),
             subscriber: Arc::new(Mutex::new(Some(subscriber))),
             prefix: prefix.into(),
             linger_secs,
@@ -110,6 +119,19 @@ impl RedisStore {
         };
         store.ping().await?;
         Ok(store)
+    }
+
+    /// The same store with commands on a link of their own, opened on the calling thread: the
+    /// connection's task then runs where the requests do (an actix worker), and a Redis call is
+    /// not two wake-ups of another thread. If it cannot be opened now, the shared link serves.
+    pub async fn for_worker(&self) -> Self {
+        match link::open_commands(&self.url, self.ca_pem.as_deref().map(<[u8]>::to_vec)).await {
+            Ok(conn) => Self { conn, ..self.clone() },
+            Err(e) => {
+                tracing::warn!(error = %e, "a worker's own redis link cannot be opened; it shares the instance's");
+                self.clone()
+            }
+        }
     }
 
     /// A bounded call, timed under `op` in `qrlogin_store_call_seconds`.
@@ -134,7 +156,7 @@ impl RedisStore {
     }
 
     fn on_cluster(&self) -> bool {
-        matches!(self.conn, Link::Cluster(_))
+        matches!(self.events, Link::Cluster(_))
     }
 
     /// Where a session's changes are published: one channel for everything on one server; on
@@ -364,7 +386,7 @@ impl RedisStore {
     /// subscription to the session's channel (confirmed before this returns, so nothing
     /// committed afterwards is missed); one server's channel already carries everything.
     pub async fn listen(&self, id: &SceneId) -> Result<(), StoreError> {
-        match self.conn.clone() {
+        match self.events.clone() {
             Link::Cluster(mut conn) => {
                 self.timed("listen", conn.ssubscribe(self.events_channel(id)))
                     .await
@@ -375,7 +397,7 @@ impl RedisStore {
 
     /// Stops carrying `id`'s events here (the last browser waiting for it left).
     pub async fn stop_listening(&self, id: &SceneId) -> Result<(), StoreError> {
-        match self.conn.clone() {
+        match self.events.clone() {
             Link::Cluster(mut conn) => {
                 self.timed("stop_listening", conn.sunsubscribe(self.events_channel(id)))
                     .await
