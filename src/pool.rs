@@ -210,13 +210,17 @@ impl CodePool {
         connection: &Connection,
         ttl_secs: u64,
     ) -> Result<Option<SceneId>, StoreError> {
-        if Self::limits(connection).is_none() {
+        let Some((_, low_water)) = Self::limits(connection) else {
             return Ok(None);
-        }
+        };
         let key = Self::key(connection);
-        // The refiller decides whether the pool is low.
-        self.wake.notify_one();
-        while let Some(raw) = store.pop_queue(&key).await? {
+        loop {
+            let (taken, left) = store.pop_queue(&key).await?;
+            // Below its low-water mark, the pool is refilled (the refiller checks again).
+            if left < low_water.max(1) {
+                self.wake.notify_one();
+            }
+            let Some(raw) = taken else { break };
             let Some(id) = std::str::from_utf8(&raw).ok().and_then(SceneId::parse) else {
                 continue;
             };

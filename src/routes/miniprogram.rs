@@ -136,7 +136,7 @@ async fn scan(
     let scan_token_hash = token::hash(&scan_token);
     let (stored, ()) = state
         .store
-        .update(&id, |s| {
+        .update_from(current, |s| {
             s.scan(&identity, sealed.clone(), scan_token_hash.clone())
         })
         .await?;
@@ -219,7 +219,7 @@ async fn confirm(
     let ticket = Ticket::issue(&id, now, state.ticket_ttl_secs, &keys.ticket_key);
     let (stored, ()) = state
         .store
-        .update(&id, |s| {
+        .update_from(current, |s| {
             s.confirm(&body.scan_token, &identity, sealed.clone(), ticket.clone(), now)
         })
         .await?;

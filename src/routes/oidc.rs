@@ -292,7 +292,10 @@ async fn grant(state: &AppState, pending: &PendingAuthorization, ticket: &str) -
         return Err(invalid());
     }
     let now = unix_now();
-    let (stored, identity) = state.store.update(&id, |s| s.redeem(ticket, now)).await?;
+    let (stored, identity) = state
+        .store
+        .update_from(current, |s| s.redeem(ticket, now))
+        .await?;
     state.record(&stored.session);
     let code = token::random_base62(43);
     let grant = Grant {

@@ -44,7 +44,10 @@ async fn redeem(
     let now = unix_now();
     // The keys first: a redemption that cannot sign must not spend the ticket.
     let keys = state.keys.current().await?;
-    let (stored, sealed) = state.store.update(&id, |s| s.redeem(&body.ticket, now)).await?;
+    let (stored, sealed) = state
+        .store
+        .update_from(current, |s| s.redeem(&body.ticket, now))
+        .await?;
     state.record(&stored.session);
     let identity = state.open_identity(&sealed)?;
 

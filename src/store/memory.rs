@@ -198,8 +198,11 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.state(key)?.queues.get_mut(key).and_then(VecDeque::pop_front))
+    pub async fn pop_queue(&self, key: &str) -> Result<(Option<Vec<u8>>, usize), StoreError> {
+        Ok(match self.state(key)?.queues.get_mut(key) {
+            Some(queue) => (queue.pop_front(), queue.len()),
+            None => (None, 0),
+        })
     }
 
     pub async fn queue_len(&self, key: &str) -> Result<usize, StoreError> {

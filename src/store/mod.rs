@@ -158,11 +158,32 @@ impl SessionStore {
     pub async fn update<T>(
         &self,
         id: &SceneId,
+        change: impl FnMut(&mut LoginSession) -> Result<T, TransitionError>,
+    ) -> Result<(Versioned, T), UpdateError> {
+        self.change(id, None, change).await
+    }
+
+    /// [`update`](Self::update) starting from a record the caller has just read (one read
+    /// fewer; if another change came in between, the compare-and-set says so and it re-reads).
+    pub async fn update_from<T>(
+        &self,
+        read: Versioned,
+        change: impl FnMut(&mut LoginSession) -> Result<T, TransitionError>,
+    ) -> Result<(Versioned, T), UpdateError> {
+        let id = read.session.id.clone();
+        self.change(&id, Some(read), change).await
+    }
+
+    async fn change<T>(
+        &self,
+        id: &SceneId,
+        mut read: Option<Versioned>,
         mut change: impl FnMut(&mut LoginSession) -> Result<T, TransitionError>,
     ) -> Result<(Versioned, T), UpdateError> {
         loop {
-            let Some(mut current) = self.load(id).await? else {
-                return Err(UpdateError::NotFound);
+            let mut current = match read.take() {
+                Some(current) => current,
+                None => self.load(id).await?.ok_or(UpdateError::NotFound)?,
             };
             let expired = current.session.expire_if_due(unix_now());
             let outcome = change(&mut current.session);
@@ -277,8 +298,9 @@ impl SessionStore {
         dispatch!(self, s => s.push_queue(key, items, ttl_secs).await)
     }
 
-    /// Takes the oldest item of a shared queue; each item goes to exactly one caller.
-    pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Takes the oldest item of a shared queue (each item goes to exactly one caller), with how
+    /// many items were left just after (in the same round trip; others may have taken more since).
+    pub async fn pop_queue(&self, key: &str) -> Result<(Option<Vec<u8>>, usize), StoreError> {
         dispatch!(self, s => s.pop_queue(key).await)
     }
 

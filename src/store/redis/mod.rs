@@ -342,10 +342,12 @@ impl RedisStore {
             .map(|_| ())
     }
 
-    pub async fn pop_queue(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn pop_queue(&self, key: &str) -> Result<(Option<Vec<u8>>, usize), StoreError> {
         let mut conn = self.conn.clone();
-        self.timed("pop_queue", conn.lpop(self.value_key(key), None))
-            .await
+        let key = self.value_key(key);
+        let mut pipe = redis::pipe();
+        pipe.lpop(&key, None).llen(&key);
+        self.timed("pop_queue", pipe.query_async(&mut conn)).await
     }
 
     pub async fn queue_len(&self, key: &str) -> Result<usize, StoreError> {
