@@ -2,12 +2,14 @@
 //! the relay's JWKS (`/.well-known/jwks.json`) with an ordinary JWT library. Nothing verifies
 //! with a shared secret.
 
+use crate::crypto::CryptoError;
 use crate::session::{Identity, LoginPath};
 use crate::signing::SigningKeys;
 use crate::token;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, Header};
+use p256::ecdsa::Signature;
+use p256::ecdsa::signature::Signer;
 use serde::Serialize;
 
 /// How long an ID token is valid, in seconds.
@@ -74,7 +76,17 @@ pub fn pairwise_subject(salt: &str, connection: &str, identity: &Identity) -> St
     URL_SAFE_NO_PAD.encode(mac)
 }
 
-pub fn sign(claims: &IdTokenClaims<'_>, keys: &SigningKeys) -> Result<String, jsonwebtoken::errors::Error> {
+/// The JOSE header of every ID token.
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    kid: &'a str,
+}
+
+/// A signed ID token: a JWS in compact form (RFC 7515 §7.1), ES256 (RFC 7518 §3.4: the
+/// signature is R and S, 32 bytes each), by `p256`'s deterministic ECDSA (RFC 6979).
+pub fn sign(claims: &IdTokenClaims<'_>, keys: &SigningKeys) -> Result<String, CryptoError> {
     let identity = claims.identity;
     let body = Claims {
         iss: claims.issuer,
@@ -97,7 +109,26 @@ pub fn sign(claims: &IdTokenClaims<'_>, keys: &SigningKeys) -> Result<String, js
         nonce: claims.nonce,
         at_hash: claims.access_token.map(crate::oidc::at_hash),
     };
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(keys.kid.clone());
-    jsonwebtoken::encode(&header, &body, &keys.encoding)
+    let header = Header {
+        alg: "ES256",
+        typ: "JWT",
+        kid: &keys.kid,
+    };
+    let part = |json: Result<Vec<u8>, serde_json::Error>| {
+        json.map(|json| URL_SAFE_NO_PAD.encode(json))
+            .map_err(|e| CryptoError(format!("cannot encode an ID token: {e}")))
+    };
+    let message = format!(
+        "{}.{}",
+        part(serde_json::to_vec(&header))?,
+        part(serde_json::to_vec(&body))?
+    );
+    let signature: Signature = keys
+        .signer
+        .try_sign(message.as_bytes())
+        .map_err(|e| CryptoError(format!("cannot sign an ID token: {e}")))?;
+    Ok(format!(
+        "{message}.{}",
+        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+    ))
 }

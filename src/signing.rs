@@ -12,7 +12,6 @@ use crate::store::{SessionStore, StoreError};
 use crate::token;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::EncodingKey;
 use p256::SecretKey;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use serde::{Deserialize, Serialize};
@@ -106,9 +105,10 @@ fn new_key() -> Result<StoredKey, CryptoError> {
 
 /// The keys in force, ready to use.
 pub struct SigningKeys {
-    /// The newest key: it signs.
+    /// The newest key: it signs. Kept parsed, public half included: deriving that is a
+    /// scalar multiplication, which `jsonwebtoken` repeated for every token it signed.
     pub kid: String,
-    pub encoding: EncodingKey,
+    pub signer: p256::ecdsa::SigningKey,
     /// The public keys to publish (JWKS entries), newest first.
     pub jwks: Vec<Value>,
     pub pairwise_salt: String,
@@ -128,12 +128,12 @@ impl SigningKeys {
             jwk["use"] = json!("sig");
             jwk["alg"] = json!("ES256");
             jwks.push(jwk);
-            newest.get_or_insert((key.kid.clone(), EncodingKey::from_ec_der(&der)));
+            newest.get_or_insert_with(|| (key.kid.clone(), p256::ecdsa::SigningKey::from(secret)));
         }
-        let (kid, encoding) = newest.ok_or_else(unreadable)?;
+        let (kid, signer) = newest.ok_or_else(unreadable)?;
         Ok(Self {
             kid,
-            encoding,
+            signer,
             jwks,
             pairwise_salt: stored.pairwise_salt.clone(),
             ticket_key: TicketKey::new(stored.ticket_key.clone()),

@@ -240,8 +240,9 @@ pub async fn run(args: &[String]) {
     }
     let open_took = opened.elapsed();
     // The starts drained the pool: it refills before the logins, so each login costs what it
-    // does on a relay that keeps up (one code made, by the refiller).
-    until_pooled(&http, &urls, 32).await;
+    // does on a relay that keeps up (one code made, by the refiller). The relay refills its
+    // 32 codes once fewer than 8 are left; fewer starts than that leave it as they found it.
+    until_pooled(&http, &urls, if count > 24 { 32 } else { 32 - count as u64 }).await;
     let loaded = settled(rss).await;
 
     // M complete logins, one after another, every other browser still waiting.
