@@ -50,8 +50,8 @@ impl IndexedImage {
         }
     }
 
-    /// Encodes as an indexed PNG with the greys and then `badge_palette`.
-    pub fn to_png(&self, badge_palette: &[[u8; 3]]) -> Result<Vec<u8>, CodeError> {
+    /// Encodes as an indexed PNG with the greys and then `badge_palette`, each row `filter`ed.
+    pub fn to_png(&self, badge_palette: &[[u8; 3]], filter: png::Filter) -> Result<Vec<u8>, CodeError> {
         let mut palette = Vec::with_capacity(3 * (GREYS as usize + badge_palette.len()));
         for level in 0..GREYS as usize {
             let v = (255 - level * 255 / (GREYS as usize - 1)) as u8;
@@ -65,11 +65,8 @@ impl IndexedImage {
         encoder.set_color(png::ColorType::Indexed);
         encoder.set_depth(png::BitDepth::Eight);
         encoder.set_palette(palette);
-        // fdeflate's fast mode mostly codes runs of zero bytes; the Paeth filter turns a code's
-        // repeated rows and runs of one index into exactly that. Measured (benches/codes.rs):
-        // a 430 px sun code 76 KB unfiltered → 19 KB, a link code 57 KB → 6 KB, in 0.1–0.3 ms.
         encoder.set_compression(png::Compression::Fast);
-        encoder.set_filter(png::Filter::Paeth);
+        encoder.set_filter(filter);
         let fail = |e: png::EncodingError| CodeError(format!("cannot encode the code: {e}"));
         let mut writer = encoder.write_header().map_err(fail)?;
         writer.write_image_data(&self.pixels).map_err(fail)?;

@@ -26,6 +26,13 @@ pub const LINK_LOGO_RATIO: f32 = 0.22;
 const QUIET_ZONE: usize = 4;
 /// Link codes are drawn about this wide.
 const LINK_TARGET_WIDTH: usize = 360;
+// fdeflate's fast mode mostly codes runs of zero bytes, which a row filter makes of repeats.
+// Measured (benches/codes.rs), a 430 px sun code: unfiltered 76 KB; `Up` (same as the row
+// above) 19.1 KB in 0.71 ms a code, `Paeth` 18.8 KB in 0.78 ms. A link code, whose rows
+// repeat and whose modules are runs of one index: unfiltered 57 KB, `Up` 10.4 KB, `Paeth`
+// (which zeroes both) 5.5 KB, at ~0.17 ms either way.
+const SUN_CODE_FILTER: png::Filter = png::Filter::Up;
+const LINK_CODE_FILTER: png::Filter = png::Filter::Paeth;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeError(pub String);
@@ -68,7 +75,7 @@ impl BrandedCode {
         let badge = logo.badge(diameter);
         image.paint(&badge, left, top);
         Ok(Self {
-            png: image.to_png(&badge.palette)?,
+            png: image.to_png(&badge.palette, SUN_CODE_FILTER)?,
         })
     }
 
@@ -106,7 +113,7 @@ impl BrandedCode {
         let badge = logo.badge(diameter);
         image.paint(&badge, left, top);
         Ok(Self {
-            png: image.to_png(&badge.palette)?,
+            png: image.to_png(&badge.palette, LINK_CODE_FILTER)?,
         })
     }
 
