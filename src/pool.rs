@@ -11,7 +11,7 @@ use crate::config::{CodeSettings, Connection};
 use crate::connections::Registry;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::session::SceneId;
+use crate::session::{LoginSession, SceneId};
 use crate::shutdown::Shutdown;
 use crate::store::{SessionStore, StoreError};
 use crate::wechat::{CodeRequest, WeChatClient, WeChatError};
@@ -172,26 +172,46 @@ impl CodePool {
         }
     }
 
-    /// The id for a new session, with its code stored until the session's deadline: a pooled
-    /// one when there is one (only its lifetime changes: the image stays where the refill put
-    /// it), else one made now. `false`: a website connection, which has no code of ours
-    /// (WeChat's page shows one).
-    /// `store`: the caller's (its worker's link); the pool's own is the refiller's.
-    pub async fn next(
+    /// Starts and stores a session (`start` makes it for an id, with the browser's secret):
+    /// with a pooled code when there is one (the session is stored and the code given the
+    /// session's `ttl_secs` in one step; the image stays where the refill put it), else with a
+    /// code made now. `false`: a website connection, which has no code of ours (WeChat's page
+    /// shows one). `store`: the caller's (its worker's link); the pool's own is the refiller's.
+    pub async fn start_session(
         &self,
         store: &SessionStore,
         connection: &Connection,
         ttl_secs: u64,
-    ) -> Result<(SceneId, bool), CodeFailure> {
+        start: impl Fn(SceneId) -> (LoginSession, String),
+    ) -> Result<(LoginSession, String, bool), CodeFailure> {
         if connection.is_website() {
-            return Ok((SceneId::random(), false));
+            let (session, secret) = start(SceneId::random());
+            store.insert(&session).await.map_err(CodeFailure::Store)?;
+            return Ok((session, secret, false));
         }
-        if let Some(id) = self
-            .take(store, connection, ttl_secs)
-            .await
-            .map_err(CodeFailure::Store)?
-        {
-            return Ok((id, true));
+        if let Some((_, low_water)) = Self::limits(connection) {
+            let key = Self::key(connection);
+            loop {
+                let (taken, left) = store.pop_queue(&key).await.map_err(CodeFailure::Store)?;
+                // Below its low-water mark, the pool is refilled (the refiller checks again).
+                if left < low_water.max(1) {
+                    self.wake.notify_one();
+                }
+                let Some(raw) = taken else { break };
+                let Some(id) = std::str::from_utf8(&raw).ok().and_then(SceneId::parse) else {
+                    continue;
+                };
+                let (session, secret) = start(id);
+                if store
+                    .insert_with_pooled_code(&session, ttl_secs)
+                    .await
+                    .map_err(CodeFailure::Store)?
+                {
+                    self.metrics.pool_hits.inc();
+                    return Ok((session, secret, true));
+                }
+            }
+            self.metrics.pool_misses.inc();
         }
         let id = SceneId::random();
         let code = make_code(&self.wechat, connection, &id).await?;
@@ -199,38 +219,9 @@ impl CodePool {
             .put_code(&id, &code.png, ttl_secs)
             .await
             .map_err(CodeFailure::Store)?;
-        Ok((id, true))
-    }
-
-    /// A pooled id for a new session, its stored code kept `ttl_secs`, if the connection pools
-    /// and the pool has one whose code is still stored.
-    async fn take(
-        &self,
-        store: &SessionStore,
-        connection: &Connection,
-        ttl_secs: u64,
-    ) -> Result<Option<SceneId>, StoreError> {
-        let Some((_, low_water)) = Self::limits(connection) else {
-            return Ok(None);
-        };
-        let key = Self::key(connection);
-        loop {
-            let (taken, left) = store.pop_queue(&key).await?;
-            // Below its low-water mark, the pool is refilled (the refiller checks again).
-            if left < low_water.max(1) {
-                self.wake.notify_one();
-            }
-            let Some(raw) = taken else { break };
-            let Some(id) = std::str::from_utf8(&raw).ok().and_then(SceneId::parse) else {
-                continue;
-            };
-            if store.keep_code(&id, ttl_secs).await? {
-                self.metrics.pool_hits.inc();
-                return Ok(Some(id));
-            }
-        }
-        self.metrics.pool_misses.inc();
-        Ok(None)
+        let (session, secret) = start(id);
+        store.insert(&session).await.map_err(CodeFailure::Store)?;
+        Ok((session, secret, true))
     }
 
     /// Fills the pool back to its size once it is below its low-water mark, in waves of up to

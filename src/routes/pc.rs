@@ -58,10 +58,13 @@ async fn create(
     let now = unix_now();
     let (client, ttl) = (state.client_info(&req), connection.session_ttl_secs);
     state.limits.session_start(&state.store, &client.ip).await?;
-    let (id, has_code) = state.pool.next(&state.store, &connection, ttl).await?;
-    let (session, secret) = LoginSession::start(id.clone(), &connection.identifier, client, now, ttl);
-    state.store.insert(&session).await?;
+    let start = |id| LoginSession::start(id, &connection.identifier, client.clone(), now, ttl);
+    let (session, secret, has_code) = state
+        .pool
+        .start_session(&state.store, &connection, ttl, start)
+        .await?;
     state.record(&session);
+    let id = session.id.clone();
 
     let base = &state.public_base_url;
     let ws_base = base.replacen("http", "ws", 1);

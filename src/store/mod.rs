@@ -137,6 +137,25 @@ impl SessionStore {
         dispatch!(self, s => s.insert(session).await)
     }
 
+    /// Inserts a new session that takes over the pooled code stored under its id, giving the
+    /// code `code_ttl_secs` more, in one step; `false` (nothing stored) when that code is gone.
+    pub async fn insert_with_pooled_code(
+        &self,
+        session: &LoginSession,
+        code_ttl_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let code = code_key(&session.id);
+        match self {
+            SessionStore::Memory(s) => {
+                if !s.keep_value(&code, code_ttl_secs).await? {
+                    return Ok(false);
+                }
+                s.insert(session).await.map(|()| true)
+            }
+            SessionStore::Redis(s) => s.insert_keeping(session, &code, code_ttl_secs).await,
+        }
+    }
+
     /// The session, with a due expiry applied (and published) first.
     pub async fn get(&self, id: &SceneId) -> Result<Option<Versioned>, StoreError> {
         loop {
@@ -214,12 +233,6 @@ impl SessionStore {
     /// Keeps a session's code image until the session's deadline.
     pub async fn put_code(&self, id: &SceneId, png: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
         dispatch!(self, s => s.put_value(&code_key(id), png, ttl_secs).await)
-    }
-
-    /// Gives a session's stored code (a pooled one) the session's lifetime; `false` when no
-    /// code is stored for `id` any more.
-    pub async fn keep_code(&self, id: &SceneId, ttl_secs: u64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.keep_value(&code_key(id), ttl_secs).await)
     }
 
     pub async fn get_code(&self, id: &SceneId) -> Result<Option<Vec<u8>>, StoreError> {

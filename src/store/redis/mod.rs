@@ -25,6 +25,15 @@ redis.call('HSET', KEYS[1], 'v', '0', 'd', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1";
 
+/// INSERT, if the value at KEYS[2] (in the session's slot) is still there: it gets ARGV[3]
+/// more seconds. 2: the value is gone, nothing stored.
+const INSERT_KEEPING: &str = r"
+if redis.call('EXPIRE', KEYS[2], ARGV[3]) == 0 then return 2 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', '0', 'd', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1";
+
 const COUNT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
@@ -70,6 +79,7 @@ pub struct RedisStore {
 /// The Lua scripts, loaded once per store.
 struct Scripts {
     insert: Script,
+    insert_keeping: Script,
     compare_and_set: Script,
     count: Script,
     delete_if: Script,
@@ -78,6 +88,15 @@ struct Scripts {
 
 fn store_error(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
+}
+
+/// An insert script's answer: 1 stored, 2 not stored (what it depended on is gone), 0 the id
+/// is taken.
+fn inserted_or_taken(answer: i64) -> Result<bool, StoreError> {
+    match answer {
+        0 => Err(StoreError("session id already exists".into())),
+        answer => Ok(answer == 1),
+    }
 }
 
 /// Every call is bounded: a slow Redis is an error, not a hung request.
@@ -109,6 +128,7 @@ impl RedisStore {
             linger_secs,
             scripts: Arc::new(Scripts {
                 insert: Script::new(INSERT),
+                insert_keeping: Script::new(INSERT_KEEPING),
                 compare_and_set: Script::new(COMPARE_AND_SET),
                 count: Script::new(COUNT),
                 delete_if: Script::new(DELETE_IF),
@@ -215,11 +235,26 @@ impl RedisStore {
         let mut call = self.scripts.insert.key(self.session_key(&session.id));
         call.arg(json).arg(self.ttl_ms(session));
         let inserted: i64 = self.timed("insert", call.invoke_async(&mut conn)).await?;
-        if inserted == 1 {
-            Ok(())
-        } else {
-            Err(StoreError("session id already exists".into()))
-        }
+        inserted_or_taken(inserted).map(|_| ())
+    }
+
+    /// [`insert`](Self::insert) if value `key` (whose key carries the session's hash tag) is
+    /// still stored, giving it `ttl_secs` more; `false` when it is gone.
+    pub async fn insert_keeping(
+        &self,
+        session: &LoginSession,
+        key: &str,
+        ttl_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(session).map_err(store_error)?;
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.insert_keeping.key(self.session_key(&session.id));
+        call.key(self.value_key(key))
+            .arg(json)
+            .arg(self.ttl_ms(session))
+            .arg(ttl_secs.max(1));
+        let inserted: i64 = self.timed("insert", call.invoke_async(&mut conn)).await?;
+        inserted_or_taken(inserted)
     }
 
     pub async fn load(&self, id: &SceneId) -> Result<Option<Versioned>, StoreError> {
@@ -302,15 +337,6 @@ impl RedisStore {
     pub async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn.clone();
         self.timed("get_value", conn.get(self.value_key(key))).await
-    }
-
-    pub async fn keep_value(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        self.timed(
-            "keep_value",
-            conn.expire(self.value_key(key), ttl_secs.max(1) as i64),
-        )
-        .await
     }
 
     pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
