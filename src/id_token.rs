@@ -76,6 +76,13 @@ pub fn pairwise_subject(salt: &str, connection: &str, identity: &Identity) -> St
     URL_SAFE_NO_PAD.encode(mac)
 }
 
+/// One part of a JWS: JSON, base64url without padding.
+fn base64_json(part: &impl Serialize) -> Result<String, CryptoError> {
+    serde_json::to_vec(part)
+        .map(|json| URL_SAFE_NO_PAD.encode(json))
+        .map_err(|e| CryptoError(format!("cannot encode an ID token: {e}")))
+}
+
 /// The JOSE header of every ID token.
 #[derive(Serialize)]
 struct Header<'a> {
@@ -114,15 +121,7 @@ pub fn sign(claims: &IdTokenClaims<'_>, keys: &SigningKeys) -> Result<String, Cr
         typ: "JWT",
         kid: &keys.kid,
     };
-    let part = |json: Result<Vec<u8>, serde_json::Error>| {
-        json.map(|json| URL_SAFE_NO_PAD.encode(json))
-            .map_err(|e| CryptoError(format!("cannot encode an ID token: {e}")))
-    };
-    let message = format!(
-        "{}.{}",
-        part(serde_json::to_vec(&header))?,
-        part(serde_json::to_vec(&body))?
-    );
+    let message = format!("{}.{}", base64_json(&header)?, base64_json(&body)?);
     let signature: Signature = keys
         .signer
         .try_sign(message.as_bytes())

@@ -175,19 +175,19 @@ impl CodePool {
     /// Starts and stores a session (`start` makes it for an id, with the browser's secret):
     /// with a pooled code when there is one (the session is stored and the code given the
     /// session's `ttl_secs` in one step; the image stays where the refill put it), else with a
-    /// code made now. `false`: a website connection, which has no code of ours (WeChat's page
-    /// shows one). `store`: the caller's (its worker's link); the pool's own is the refiller's.
+    /// code made now; a website connection's has no code of ours (WeChat's page shows one).
+    /// `store`: the caller's (its worker's link); the pool's own is the refiller's.
     pub async fn start_session(
         &self,
         store: &SessionStore,
         connection: &Connection,
         ttl_secs: u64,
         start: impl Fn(SceneId) -> (LoginSession, String),
-    ) -> Result<(LoginSession, String, bool), CodeFailure> {
+    ) -> Result<(LoginSession, String), CodeFailure> {
         if connection.is_website() {
             let (session, secret) = start(SceneId::random());
             store.insert(&session).await.map_err(CodeFailure::Store)?;
-            return Ok((session, secret, false));
+            return Ok((session, secret));
         }
         if let Some((_, low_water)) = Self::limits(connection) {
             let key = Self::key(connection);
@@ -208,7 +208,7 @@ impl CodePool {
                     .map_err(CodeFailure::Store)?
                 {
                     self.metrics.pool_hits.inc();
-                    return Ok((session, secret, true));
+                    return Ok((session, secret));
                 }
             }
             self.metrics.pool_misses.inc();
@@ -221,7 +221,7 @@ impl CodePool {
             .map_err(CodeFailure::Store)?;
         let (session, secret) = start(id);
         store.insert(&session).await.map_err(CodeFailure::Store)?;
-        Ok((session, secret, true))
+        Ok((session, secret))
     }
 
     /// Fills the pool back to its size once it is below its low-water mark, in waves of up to

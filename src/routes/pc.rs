@@ -59,7 +59,7 @@ async fn create(
     let (client, ttl) = (state.client_info(&req), connection.session_ttl_secs);
     state.limits.session_start(&state.store, &client.ip).await?;
     let start = |id| LoginSession::start(id, &connection.identifier, client.clone(), now, ttl);
-    let (session, secret, has_code) = state
+    let (session, secret) = state
         .pool
         .start_session(&state.store, &connection, ttl, start)
         .await?;
@@ -70,8 +70,10 @@ async fn create(
     let ws_base = base.replacen("http", "ws", 1);
     let body = CreatedSession {
         ws_url: format!("{ws_base}/v1/login-sessions/{id}/ws"),
-        code_url: has_code.then(|| format!("{base}/v1/login-sessions/{id}/code")),
-        website_url: (!has_code).then(|| format!("{base}/v1/login-sessions/{id}/website")),
+        code_url: (!connection.is_website()).then(|| format!("{base}/v1/login-sessions/{id}/code")),
+        website_url: connection
+            .is_website()
+            .then(|| format!("{base}/v1/login-sessions/{id}/website")),
         id,
         secret,
         status: Status::Pending,
