@@ -4,6 +4,7 @@
 //! result; the mini-program confirms; the website backend redeems a one-time ticket.
 
 pub mod account_hook;
+pub mod allocator;
 pub mod audit;
 pub mod client_ip;
 pub mod codes;

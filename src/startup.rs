@@ -184,6 +184,8 @@ impl Application {
             settings.code_calls_per_appid_per_minute,
         ));
         let pooling = tokio::spawn(pool.clone().run(connections.clone(), stopping.clone()));
+        // The instance's own thread (events, refills); each worker starts its own below.
+        tokio::spawn(crate::allocator::empty_thread_cache_regularly(stopping.clone()));
 
         let state = Arc::new(AppState {
             connections,
@@ -237,7 +239,12 @@ impl Application {
                     let state = state.clone();
                     move || {
                         let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(state.for_worker().await) }
+                        async move {
+                            tokio::spawn(crate::allocator::empty_thread_cache_regularly(
+                                state.shutdown.clone(),
+                            ));
+                            Ok::<_, std::convert::Infallible>(state.for_worker().await)
+                        }
                     }
                 })
                 .configure(json_errors)
