@@ -1,8 +1,8 @@
 //! `creates`: a sustained run of session starts at a steady rate against one relay (memory
 //! store unless `--store` says otherwise) until it holds N sessions, while a probe asks
 //! `/healthz` every 10 ms on a connection of its own: the longest any request waited while the
-//! store grew. The rate is kept below what the relay can take, so waits are stalls, not a
-//! queue of requests the box cannot serve.
+//! store grew (the probe on a thread of its own). The rate is kept below what the relay can
+//! take, so waits are stalls, not a queue of requests the box cannot serve.
 
 use crate::parts::*;
 use std::collections::BTreeMap;
@@ -33,24 +33,33 @@ pub async fn run(args: &[String]) {
     let baseline = rss_kb(relay_process.0.id());
 
     let done = Arc::new(AtomicBool::new(false));
+    // The probe has a thread and a runtime of its own, so its waits are the relay's, not
+    // those of the clients' tasks queued beside it in the tool's runtime.
+    let begun = Instant::now();
     let probe = {
         let done = done.clone();
         let url = format!("{relay}/healthz");
-        tokio::spawn(async move {
-            let probe = reqwest::Client::new();
-            let mut waits = Vec::new();
-            let mut every = tokio::time::interval(Duration::from_millis(10));
-            while !done.load(Ordering::Relaxed) {
-                every.tick().await;
-                let asked = Instant::now();
-                let answered = probe
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                waits.push((asked.elapsed(), answered));
-            }
-            waits
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let probe = reqwest::Client::new();
+                let mut waits = Vec::new();
+                let mut every = tokio::time::interval(Duration::from_millis(10));
+                while !done.load(Ordering::Relaxed) {
+                    every.tick().await;
+                    let asked = Instant::now();
+                    let answered = probe
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    waits.push((asked - begun, asked.elapsed(), answered));
+                }
+                waits
+            })
         })
     };
 
@@ -90,9 +99,11 @@ pub async fn run(args: &[String]) {
     }
     let took = started.elapsed();
     done.store(true, Ordering::Relaxed);
-    let waits = probe.await.unwrap();
-    let failed_probes = waits.iter().filter(|(_, ok)| !ok).count();
-    let mut waits: Vec<Duration> = waits.into_iter().map(|(wait, _)| wait).collect();
+    let waits = probe.join().unwrap();
+    let failed_probes = waits.iter().filter(|(_, _, ok)| !ok).count();
+    let mut longest: Vec<(Duration, Duration)> = waits.iter().map(|&(at, wait, _)| (wait, at)).collect();
+    longest.sort_by(|a, b| b.cmp(a));
+    let mut waits: Vec<Duration> = waits.into_iter().map(|(_, wait, _)| wait).collect();
     waits.sort();
     let loaded = rss_kb(relay_process.0.id());
 
@@ -114,6 +125,12 @@ pub async fn run(args: &[String]) {
         percentile(&waits, 0.99),
         percentile(&waits, 1.0)
     );
+    let longest: Vec<String> = longest
+        .iter()
+        .take(5)
+        .map(|(wait, at)| format!("{:.1} ms at {:.1} s", wait.as_secs_f64() * 1e3, at.as_secs_f64()))
+        .collect();
+    println!("| the five longest, and when | {} |", longest.join(", "));
     println!(
         "| relay RSS before / after | {:.1} MB / {:.1} MB |",
         baseline as f64 / 1024.0,
