@@ -102,7 +102,7 @@ pub async fn run(args: &[String]) {
     let waits = probe.join().unwrap();
     let failed_probes = waits.iter().filter(|(_, _, ok)| !ok).count();
     let mut longest: Vec<(Duration, Duration)> = waits.iter().map(|&(at, wait, _)| (wait, at)).collect();
-    longest.sort_by(|a, b| b.cmp(a));
+    longest.sort_by_key(|&entry| std::cmp::Reverse(entry));
     let mut waits: Vec<Duration> = waits.into_iter().map(|(_, wait, _)| wait).collect();
     waits.sort();
     let loaded = rss_kb(relay_process.0.id());
