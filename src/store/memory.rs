@@ -2,20 +2,23 @@
 //! a version check while the shard's lock is held), and a broadcast channel for events.
 //!
 //! Sharding is what keeps the relay responsive with hundreds of thousands of sessions: a lock
-//! is held only for one shard's work, a shard's map doubles at 1/64 of the size the whole map
-//! would (and moves boxes, not records), and expiry is swept shard by shard as each is used,
-//! never across everything at once.
+//! is held only for one shard's work, and a shard's map doubles at 1/64 of the size the whole
+//! map would (and moves boxes, not records). Expiry never walks a map: each shard keeps its
+//! records' keep-until times in order, and each call on the shard drops at most a few dozen of
+//! those that have fallen due, so no call waits on how many records the store holds.
 
 use super::{FeedItem, StoreError, Versioned};
 use crate::session::{LoginSession, SceneId, unix_now};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
 const EVENT_BUFFER: usize = 4096;
-const SWEEP_EVERY_SECS: u64 = 10;
+/// Records one call on a shard may drop: enough to keep up with any start rate (a shard sees
+/// several calls per record it holds), few enough that no call waits long.
+const SWEEP_BATCH: usize = 32;
 const SHARDS: usize = 64;
 
 #[derive(Clone)]
@@ -38,19 +41,68 @@ struct State {
     queues: HashMap<String, VecDeque<Vec<u8>>>,
     /// Rate-limit counters: count and the end of their window.
     counters: HashMap<String, (u64, u64)>,
-    last_sweep: u64,
+    /// Keep-until second → the records due then. A record whose time moved later is listed
+    /// again under its new second; at the old one it is found alive and left.
+    expiry: BTreeMap<u64, Vec<Expiring>>,
+}
+
+/// A record in the expiry index.
+enum Expiring {
+    Session(SceneId),
+    Value(String),
+    Counter(String),
 }
 
 impl State {
-    /// Drops records past their keep-until time, at most every few seconds.
+    fn expire_at(&mut self, until: u64, record: Expiring) {
+        self.expiry.entry(until).or_default().push(record);
+    }
+
+    /// Drops up to `SWEEP_BATCH` records that were due by `now`, the earliest first.
     fn sweep(&mut self, now: u64) {
-        if now < self.last_sweep + SWEEP_EVERY_SECS {
-            return;
+        let mut budget = SWEEP_BATCH;
+        while budget > 0 {
+            let Some(mut due) = self.expiry.first_entry() else {
+                return;
+            };
+            if *due.key() > now {
+                return;
+            }
+            let listed = due.get_mut();
+            let expired = listed.split_off(listed.len().saturating_sub(budget));
+            if listed.is_empty() {
+                due.remove();
+            }
+            budget -= expired.len();
+            for record in expired {
+                self.drop_if_due(record, now);
+            }
         }
-        self.last_sweep = now;
-        self.sessions.retain(|_, record| record.1 > now);
-        self.values.retain(|_, (_, keep_until)| *keep_until > now);
-        self.counters.retain(|_, (_, until)| *until > now);
+    }
+
+    fn drop_if_due(&mut self, record: Expiring, now: u64) {
+        match record {
+            Expiring::Session(id) => {
+                if self.sessions.get(&id).is_some_and(|record| record.1 <= now) {
+                    self.sessions.remove(&id);
+                }
+            }
+            Expiring::Value(key) => {
+                if self.values.get(&key).is_some_and(|(_, until)| *until <= now) {
+                    self.values.remove(&key);
+                }
+            }
+            Expiring::Counter(key) => {
+                if self.counters.get(&key).is_some_and(|(_, until)| *until <= now) {
+                    self.counters.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn put_value(&mut self, key: &str, value: &[u8], until: u64) {
+        self.values.insert(key.to_owned(), (value.to_vec(), until));
+        self.expire_at(until, Expiring::Value(key.to_owned()));
     }
 }
 
@@ -87,10 +139,11 @@ impl MemoryStore {
             version: 0,
             session: session.clone(),
         };
-        state.sessions.insert(
-            session.id.clone(),
-            Box::new((versioned, session.keep_until(self.inner.linger_secs))),
-        );
+        let keep_until = session.keep_until(self.inner.linger_secs);
+        state
+            .sessions
+            .insert(session.id.clone(), Box::new((versioned, keep_until)));
+        state.expire_at(keep_until, Expiring::Session(session.id.clone()));
         Ok(())
     }
 
@@ -121,8 +174,12 @@ impl MemoryStore {
             version: expected + 1,
             session: session.clone(),
         };
+        let (was, stored) = (*keep_until, current.clone());
         *keep_until = session.keep_until(self.inner.linger_secs);
-        let stored = current.clone();
+        if *keep_until != was {
+            let until = *keep_until;
+            state.expire_at(until, Expiring::Session(session.id.clone()));
+        }
         drop(state);
         // No receiver (nobody waiting anywhere) is not an error.
         let _ = self.inner.events.send(Versioned {
@@ -133,10 +190,7 @@ impl MemoryStore {
     }
 
     pub async fn put_value(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
-        let now = unix_now();
-        self.state(key)?
-            .values
-            .insert(key.to_owned(), (value.to_vec(), now + ttl_secs));
+        self.state(key)?.put_value(key, value, unix_now() + ttl_secs);
         Ok(())
     }
 
@@ -146,9 +200,7 @@ impl MemoryStore {
         if state.values.get(key).is_some_and(|(_, until)| *until > now) {
             return Ok(false);
         }
-        state
-            .values
-            .insert(key.to_owned(), (value.to_vec(), now + ttl_secs));
+        state.put_value(key, value, now + ttl_secs);
         Ok(true)
     }
 
@@ -165,13 +217,15 @@ impl MemoryStore {
     pub async fn keep_value(&self, key: &str, ttl_secs: u64) -> Result<bool, StoreError> {
         let now = unix_now();
         let mut state = self.state(key)?;
-        Ok(match state.values.get_mut(key) {
+        let until = match state.values.get_mut(key) {
             Some((_, until)) if *until > now => {
                 *until = now + ttl_secs.max(1);
-                true
+                *until
             }
-            _ => false,
-        })
+            _ => return Ok(false),
+        };
+        state.expire_at(until, Expiring::Value(key.to_owned()));
+        Ok(true)
     }
 
     pub async fn take_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -212,15 +266,15 @@ impl MemoryStore {
     pub async fn count(&self, key: &str, window_secs: u64) -> Result<u64, StoreError> {
         let now = unix_now();
         let mut state = self.state(key)?;
-        let (count, until) = state
-            .counters
-            .entry(key.to_owned())
-            .or_insert((0, now + window_secs));
-        if *until <= now {
-            (*count, *until) = (0, now + window_secs);
+        let (count, until) = state.counters.entry(key.to_owned()).or_insert((0, 0));
+        if *until > now {
+            *count += 1;
+            return Ok(*count);
         }
-        *count += 1;
-        Ok(*count)
+        // A new window.
+        (*count, *until) = (1, now + window_secs);
+        state.expire_at(now + window_secs, Expiring::Counter(key.to_owned()));
+        Ok(1)
     }
 
     pub async fn delete_value_if(&self, key: &str, expected: &[u8]) -> Result<(), StoreError> {
@@ -251,5 +305,40 @@ impl MemoryFeed {
             // ever close, wait forever rather than spin.
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_records_go_a_batch_per_call_and_records_given_more_time_stay() {
+        let mut state = State::default();
+        for n in 0..100 {
+            state.put_value(&format!("code:{n}"), b"png", 10);
+        }
+        state.put_value("later", b"png", 20);
+        // "code:0" is given more time after it was listed under second 10.
+        state.put_value("code:0", b"png", 30);
+
+        state.sweep(9);
+        assert_eq!(state.values.len(), 101, "nothing is due before its second");
+        state.sweep(10);
+        assert_eq!(state.values.len(), 101 - SWEEP_BATCH, "one batch a call");
+        for _ in 0..10 {
+            state.sweep(10);
+        }
+        let mut left: Vec<&str> = state.values.keys().map(String::as_str).collect();
+        left.sort();
+        assert_eq!(left, ["code:0", "later"]);
+        assert!(
+            state.expiry.keys().all(|&second| second > 10),
+            "the index let go of second 10"
+        );
+
+        state.sweep(30);
+        state.sweep(30);
+        assert!(state.values.is_empty() && state.expiry.is_empty());
     }
 }
