@@ -2,7 +2,7 @@
 //! a version check while the shard's lock is held), and a broadcast channel for events.
 //!
 //! Sharding is what keeps the relay responsive with hundreds of thousands of sessions: a lock
-//! is held only for one shard's work, and a shard's map doubles at 1/64 of the size the whole
+//! is held only for one shard's work, and a shard's map doubles at 1/1024 of the size the whole
 //! map would (and moves boxes, not records). Expiry never walks a map: each shard keeps its
 //! records' keep-until times in order, and each call on the shard drops at most a few dozen of
 //! those that have fallen due, so no call waits on how many records the store holds.
@@ -19,7 +19,7 @@ const EVENT_BUFFER: usize = 4096;
 /// Records one call on a shard may drop: enough to keep up with any start rate (a shard sees
 /// several calls per record it holds), few enough that no call waits long.
 const SWEEP_BATCH: usize = 32;
-const SHARDS: usize = 64;
+const SHARDS: usize = 1024;
 
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -118,7 +118,7 @@ impl MemoryStore {
         }
     }
 
-    /// The shard holding `key`, locked, swept first when its sweep is due.
+    /// The shard holding `key`, locked, once it has dropped a batch of its due records.
     fn state(&self, key: &str) -> Result<MutexGuard<'_, State>, StoreError> {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
