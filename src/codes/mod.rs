@@ -61,11 +61,7 @@ pub struct BrandedCode {
 impl BrandedCode {
     /// Pastes `logo` over the centre disc of a sun code (JPEG or PNG bytes, sniffed).
     pub fn sun_code(sun_code: &[u8], logo: &PreparedLogo, disc_ratio: f32) -> Result<Self, CodeError> {
-        let (width, height, mut pixels) = decode_luma(sun_code)?;
-        let lut = grey_lut();
-        for p in &mut pixels {
-            *p = lut[*p as usize];
-        }
+        let (width, height, pixels) = decode_luma(sun_code, &grey_lut())?;
         let mut image = IndexedImage {
             width,
             height,
@@ -131,13 +127,14 @@ impl BrandedCode {
     }
 }
 
-/// Decodes a code image to luma: JPEG straight to luma (skipping colour conversion), anything
-/// else through `image`.
+/// Decodes a code image to luma, each pixel's mapped through `map` (the code's grey levels):
+/// JPEG straight to luma (skipping colour conversion), PNG row by row, anything else through
+/// `image`.
 /// WeChat's codes are at most 1280 px wide; anything larger than this a side is refused before
 /// it is decoded (a decompression bomb cannot make the relay allocate gigabytes).
 const MAX_CODE_SIDE: usize = 2048;
 
-fn decode_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), CodeError> {
+fn decode_luma(bytes: &[u8], map: &[u8; 256]) -> Result<(u32, u32, Vec<u8>), CodeError> {
     let unreadable = |e: &dyn fmt::Display| CodeError(format!("WeChat's code image cannot be decoded: {e}"));
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         let options = DecoderOptions::default()
@@ -147,10 +144,10 @@ fn decode_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), CodeError> {
         let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
         let luma = decoder.decode().map_err(|e| unreadable(&format!("{e:?}")))?;
         let info = decoder.info().ok_or_else(|| unreadable(&"no header"))?;
-        return Ok((info.width.into(), info.height.into(), luma));
+        return Ok((info.width.into(), info.height.into(), mapped(luma, map)));
     }
     if bytes.starts_with(b"\x89PNG") {
-        return png_luma(bytes).map_err(|e| unreadable(&e));
+        return png_luma(bytes, map).map_err(|e| unreadable(&e));
     }
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -161,7 +158,14 @@ fn decode_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), CodeError> {
     limits.max_alloc = Some(CODE_DECODE_BYTES as u64);
     reader.limits(limits);
     let image = reader.decode().map_err(|e| unreadable(&e))?.to_luma8();
-    Ok((image.width(), image.height(), image.into_raw()))
+    Ok((image.width(), image.height(), mapped(image.into_raw(), map)))
+}
+
+fn mapped(mut luma: Vec<u8>, map: &[u8; 256]) -> Vec<u8> {
+    for p in &mut luma {
+        *p = map[*p as usize];
+    }
+    luma
 }
 
 /// What decoding one code image may allocate.
@@ -169,8 +173,8 @@ const CODE_DECODE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A PNG code (WeChat's with `is_hyaline`, and often without) to luma, with integer Rec. 709
 /// weights and any transparency laid over white (the code's background): the `png` crate
-/// straight to 8-bit samples, no float per pixel.
-fn png_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
+/// straight to 8-bit samples, no float per pixel, and `map` applied as each pixel is converted.
+fn png_luma(bytes: &[u8], map: &[u8; 256]) -> Result<(u32, u32, Vec<u8>), String> {
     // The header first (signature, IHDR's length and name, then width and height), so a
     // claimed size is refused before anything is read or allocated.
     let side = |at: usize| {
@@ -203,20 +207,20 @@ fn png_luma(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
         let frame = reader.next_frame(&mut samples).map_err(|e| e.to_string())?;
         let lines = samples[..frame.buffer_size()].chunks_exact(frame.line_size);
         for (line, luma) in lines.zip(out.chunks_exact_mut(width)) {
-            row_to_luma(color, line, luma)?;
+            row_to_luma(color, line, luma, map)?;
         }
     } else {
         // Row by row: no buffer the size of the decoded image (740 KB for a 430 px RGBA code).
         for luma in out.chunks_exact_mut(width) {
             let row = reader.next_row().map_err(|e| e.to_string())?;
-            row_to_luma(color, row.ok_or("the image data is cut short")?.data(), luma)?;
+            row_to_luma(color, row.ok_or("the image data is cut short")?.data(), luma, map)?;
         }
     }
     Ok((width as u32, height, out))
 }
 
-/// One decoded PNG row (8-bit samples of `color`) to luma.
-fn row_to_luma(color: png::ColorType, line: &[u8], luma: &mut [u8]) -> Result<(), String> {
+/// One decoded PNG row (8-bit samples of `color`) to luma, mapped through `map`.
+fn row_to_luma(color: png::ColorType, line: &[u8], luma: &mut [u8], map: &[u8; 256]) -> Result<(), String> {
     // Integer weights; x / 255 rounded is (t + (t >> 8)) >> 8 with t = x + 128, exactly, for
     // every sum here (at most 255 · 255 + 128).
     let over_white = |luma: u32, alpha: u8| {
@@ -225,11 +229,12 @@ fn row_to_luma(color: png::ColorType, line: &[u8], luma: &mut [u8]) -> Result<()
         ((t + (t >> 8)) >> 8) as u8
     };
     let rgb = |[r, g, b]: [u8; 3]| (54 * u32::from(r) + 183 * u32::from(g) + 19 * u32::from(b) + 128) >> 8;
+    let map = |y: u8| map[y as usize];
     match color {
-        png::ColorType::Grayscale => each_pixel(line, luma, |[y]: [u8; 1]| y),
-        png::ColorType::GrayscaleAlpha => each_pixel(line, luma, |[y, a]| over_white(y.into(), a)),
-        png::ColorType::Rgb => each_pixel(line, luma, |p| rgb(p) as u8),
-        png::ColorType::Rgba => each_pixel(line, luma, |[r, g, b, a]| over_white(rgb([r, g, b]), a)),
+        png::ColorType::Grayscale => each_pixel(line, luma, |[y]: [u8; 1]| map(y)),
+        png::ColorType::GrayscaleAlpha => each_pixel(line, luma, |[y, a]| map(over_white(y.into(), a))),
+        png::ColorType::Rgb => each_pixel(line, luma, |p| map(rgb(p) as u8)),
+        png::ColorType::Rgba => each_pixel(line, luma, |[r, g, b, a]| map(over_white(rgb([r, g, b]), a))),
         png::ColorType::Indexed => return Err("a palette survived expansion".into()),
     }
     Ok(())
@@ -255,6 +260,17 @@ fn each_pixel<const N: usize>(line: &[u8], out: &mut [u8], convert: impl Fn([u8;
 mod tests {
     use super::*;
     use image::{ImageFormat, Luma, Rgba, RgbaImage};
+
+    /// Luma as it is.
+    const IDENTITY: [u8; 256] = {
+        let mut map = [0; 256];
+        let mut n = 0;
+        while n < 256 {
+            map[n] = n as u8;
+            n += 1;
+        }
+        map
+    };
 
     fn encode(img: &image::DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Vec::new();
@@ -344,7 +360,7 @@ mod tests {
             _ => Rgba([255, 255, 255, 255]),
         });
         let png = encode(&image::DynamicImage::ImageRgba8(pixels), ImageFormat::Png);
-        let (width, height, luma) = decode_luma(&png).unwrap();
+        let (width, height, luma) = decode_luma(&png, &IDENTITY).unwrap();
         assert_eq!((width, height), (4, 1));
         // Red by Rec. 709 (0.2126 · 255 ≈ 54); fully transparent is background (white); half
         // transparent black is mid grey; white stays white.
@@ -356,7 +372,7 @@ mod tests {
         // 12 × 10 RGB, Adam7: rows of a gradient with a red stripe, written pass by pass (made
         // with Python's zlib; neither `png` nor `image` writes Adam7).
         let png = include_bytes!("testdata/interlaced.png");
-        let (width, height, luma) = decode_luma(png).unwrap();
+        let (width, height, luma) = decode_luma(png, &IDENTITY).unwrap();
         let expected = image::load_from_memory(png).unwrap().to_luma8();
         assert_eq!((width, height), expected.dimensions());
         for (ours, theirs) in luma.iter().zip(expected.as_raw()) {
