@@ -127,13 +127,13 @@ impl BrandedCode {
     }
 }
 
-/// Decodes a code image to luma, each pixel's mapped through `map` (the code's grey levels):
-/// JPEG straight to luma (skipping colour conversion), PNG row by row, anything else through
-/// `image`.
 /// WeChat's codes are at most 1280 px wide; anything larger than this a side is refused before
 /// it is decoded (a decompression bomb cannot make the relay allocate gigabytes).
 const MAX_CODE_SIDE: usize = 2048;
 
+/// Decodes a code image to luma, each pixel's mapped through `map` (the code's grey levels):
+/// JPEG straight to luma (skipping colour conversion), PNG row by row, anything else through
+/// `image`.
 fn decode_luma(bytes: &[u8], map: &[u8; 256]) -> Result<(u32, u32, Vec<u8>), CodeError> {
     let unreadable = |e: &dyn fmt::Display| CodeError(format!("WeChat's code image cannot be decoded: {e}"));
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
@@ -262,15 +262,9 @@ mod tests {
     use image::{ImageFormat, Luma, Rgba, RgbaImage};
 
     /// Luma as it is.
-    const IDENTITY: [u8; 256] = {
-        let mut map = [0; 256];
-        let mut n = 0;
-        while n < 256 {
-            map[n] = n as u8;
-            n += 1;
-        }
-        map
-    };
+    fn identity() -> [u8; 256] {
+        std::array::from_fn(|n| n as u8)
+    }
 
     fn encode(img: &image::DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Vec::new();
@@ -360,7 +354,7 @@ mod tests {
             _ => Rgba([255, 255, 255, 255]),
         });
         let png = encode(&image::DynamicImage::ImageRgba8(pixels), ImageFormat::Png);
-        let (width, height, luma) = decode_luma(&png, &IDENTITY).unwrap();
+        let (width, height, luma) = decode_luma(&png, &identity()).unwrap();
         assert_eq!((width, height), (4, 1));
         // Red by Rec. 709 (0.2126 · 255 ≈ 54); fully transparent is background (white); half
         // transparent black is mid grey; white stays white.
@@ -372,7 +366,7 @@ mod tests {
         // 12 × 10 RGB, Adam7: rows of a gradient with a red stripe, written pass by pass (made
         // with Python's zlib; neither `png` nor `image` writes Adam7).
         let png = include_bytes!("testdata/interlaced.png");
-        let (width, height, luma) = decode_luma(png, &IDENTITY).unwrap();
+        let (width, height, luma) = decode_luma(png, &identity()).unwrap();
         let expected = image::load_from_memory(png).unwrap().to_luma8();
         assert_eq!((width, height), expected.dimensions());
         for (ours, theirs) in luma.iter().zip(expected.as_raw()) {
