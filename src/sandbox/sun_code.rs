@@ -26,6 +26,7 @@ pub fn draw(scene: &str, width: u32, hyaline: bool, line: [u8; 3]) -> RgbaImage 
         .map(|i| 0.04 + (digest[i % 32] >> (i / 32 * 4) & 0x0f) as f32 / 15.0 * 0.17)
         .collect();
     let ray_start = disc_r + w * 0.03;
+    let longest = lengths.iter().copied().fold(0.0, f32::max) * w;
     let half_thickness = (w / 110.0).max(1.5);
     let eye_r = w * 0.075;
     // Top-left, top-right and bottom-left, as on WeChat's codes.
@@ -54,6 +55,11 @@ pub fn draw(scene: &str, width: u32, hyaline: bool, line: [u8; 3]) -> RgbaImage 
                 let ring = d > eye_r * 0.7 || d < eye_r * 0.4;
                 return if ring { ink } else { background };
             }
+        }
+        // Outside the ring the rays can reach nothing is drawn: no angle to work out (about half
+        // the pixels; the image is the same).
+        if r < ray_start || r > ray_start + longest {
+            return background;
         }
         let theta = dy.atan2(dx).rem_euclid(2.0 * PI);
         let step = 2.0 * PI / RAYS as f32;
