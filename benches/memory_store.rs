@@ -39,6 +39,14 @@ async fn start(store: &SessionStore, code: &[u8]) {
     store.put_code(&session.id, code, CODE_TTL_SECS).await.unwrap();
 }
 
+/// Runs `writer` as `WRITERS` tasks and waits for them all.
+async fn writers<F: Future<Output = ()> + Send + 'static>(writer: impl Fn() -> F) {
+    let tasks: Vec<_> = (0..WRITERS).map(|_| tokio::spawn(writer())).collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 /// The probe's waits, sorted: p50 / p99 / max.
 fn waits_row(what: &str, mut waits: Vec<Duration>) {
     waits.sort();
@@ -83,40 +91,31 @@ fn main() {
             })
         };
         let started = Instant::now();
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|_| {
-                let (store, code) = (store.clone(), code.clone());
-                tokio::spawn(async move {
-                    for _ in 0..SESSIONS / WRITERS {
-                        start(&store, &code).await;
-                        tokio::task::yield_now().await;
-                    }
-                })
-            })
-            .collect();
-        for writer in writers {
-            writer.await.unwrap();
-        }
+        writers(|| {
+            let (store, code) = (store.clone(), code.clone());
+            async move {
+                for _ in 0..SESSIONS / WRITERS {
+                    start(&store, &code).await;
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+        .await;
         let took = started.elapsed();
         filled.store(true, Ordering::Relaxed);
         let steady_started = Instant::now();
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|_| {
-                let (store, code) = (store.clone(), code.clone());
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_micros(
-                        1_000_000 * WRITERS as u64 / STEADY_RATE,
-                    ));
-                    while steady_started.elapsed() < STEADY_FOR {
-                        tick.tick().await;
-                        start(&store, &code).await;
-                    }
-                })
-            })
-            .collect();
-        for writer in writers {
-            writer.await.unwrap();
-        }
+        writers(|| {
+            let (store, code) = (store.clone(), code.clone());
+            async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_micros(1_000_000 * WRITERS as u64 / STEADY_RATE));
+                while steady_started.elapsed() < STEADY_FOR {
+                    tick.tick().await;
+                    start(&store, &code).await;
+                }
+            }
+        })
+        .await;
         done.store(true, Ordering::Relaxed);
         let (filling, steady) = probe.await.unwrap();
         println!("| scenario | memory store, 2 workers |");

@@ -60,42 +60,35 @@ impl State {
 
     /// Drops up to `SWEEP_BATCH` records that were due by `now`, the earliest first.
     fn sweep(&mut self, now: u64) {
+        let State {
+            sessions,
+            values,
+            counters,
+            expiry,
+            ..
+        } = self;
         let mut budget = SWEEP_BATCH;
         while budget > 0 {
-            let Some(mut due) = self.expiry.first_entry() else {
+            let Some(mut due) = expiry.first_entry() else {
                 return;
             };
             if *due.key() > now {
                 return;
             }
             let listed = due.get_mut();
-            let expired = listed.split_off(listed.len().saturating_sub(budget));
+            while budget > 0 {
+                let Some(record) = listed.pop() else {
+                    break;
+                };
+                budget -= 1;
+                match record {
+                    Expiring::Session(id) => remove_if_due(sessions, &id, now, |record| record.1),
+                    Expiring::Value(key) => remove_if_due(values, &key, now, |(_, until)| *until),
+                    Expiring::Counter(key) => remove_if_due(counters, &key, now, |(_, until)| *until),
+                }
+            }
             if listed.is_empty() {
                 due.remove();
-            }
-            budget -= expired.len();
-            for record in expired {
-                self.drop_if_due(record, now);
-            }
-        }
-    }
-
-    fn drop_if_due(&mut self, record: Expiring, now: u64) {
-        match record {
-            Expiring::Session(id) => {
-                if self.sessions.get(&id).is_some_and(|record| record.1 <= now) {
-                    self.sessions.remove(&id);
-                }
-            }
-            Expiring::Value(key) => {
-                if self.values.get(&key).is_some_and(|(_, until)| *until <= now) {
-                    self.values.remove(&key);
-                }
-            }
-            Expiring::Counter(key) => {
-                if self.counters.get(&key).is_some_and(|(_, until)| *until <= now) {
-                    self.counters.remove(&key);
-                }
             }
         }
     }
@@ -103,6 +96,14 @@ impl State {
     fn put_value(&mut self, key: &str, value: &[u8], until: u64) {
         self.values.insert(key.to_owned(), (value.to_vec(), until));
         self.expire_at(until, Expiring::Value(key.to_owned()));
+    }
+}
+
+/// Removes `key` from `map` if its record's keep-until time (`until`) has come: a record given
+/// more time since it was listed stays.
+fn remove_if_due<K: Hash + Eq, V>(map: &mut HashMap<K, V>, key: &K, now: u64, until: impl Fn(&V) -> u64) {
+    if map.get(key).is_some_and(|record| until(record) <= now) {
+        map.remove(key);
     }
 }
 
