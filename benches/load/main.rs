@@ -5,10 +5,10 @@
 //! pool under a sustained start rate (`getwxacodeunlimit` delayed like WeChat's 100–300 ms):
 //! how many starts were served from the pool.
 //!
-//! `cargo bench --bench load -- sockets [--sockets 5000] [--logins 200] [--instances 2]
-//! [--store redis|cluster|memory]`: N browsers wait on WebSockets over k instances, then M
-//! complete logins (start, code, socket, scan, confirm, redeem; page and phone on different
-//! instances) while all stay connected: relay RSS per idle socket, push latency (confirm
+//! `cargo bench --bench load -- sockets [--sockets 5000] [--logins 200] [--in-flight 1]
+//! [--instances 2] [--store redis|cluster|memory]`: N browsers wait on WebSockets over k
+//! instances, then M complete logins (start, code, socket, scan, confirm, redeem; page and
+//! phone on different instances), `--in-flight` at a time, while all stay connected: relay RSS per idle socket, push latency (confirm
 //! answered → `confirmed` frame read), relay CPU per login (from `/proc`), pool hits, errors
 //! by kind, and the RSS a minute after every browser left.
 //!
@@ -39,7 +39,7 @@ async fn main() {
         Some("bare-server") => compare::bare_server(&args).await,
         _ => println!(
             "usage: cargo bench --bench load -- pool [--rate 60] [--seconds 20] [--latency-ms 200]\n       \
-             cargo bench --bench load -- sockets [--sockets 5000] [--logins 200] [--instances 2] [--store redis|cluster|memory]\n       \
+             cargo bench --bench load -- sockets [--sockets 5000] [--logins 200] [--in-flight 1] [--instances 2] [--store redis|cluster|memory]\n       \
              cargo bench --bench load -- creates [--sessions 500000] [--rate 3000] [--clients 32] [--store memory|redis|cluster]\n       \
              cargo bench --bench load -- compare [--seconds 3] [--clients 32]"
         ),

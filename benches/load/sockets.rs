@@ -177,9 +177,10 @@ async fn settled(rss: impl Fn() -> u64) -> u64 {
 
 pub async fn run(args: &[String]) {
     let store = Store::from_args(args, Store::Redis);
-    let (count, logins) = (
+    let (count, logins, in_flight) = (
         flag(args, "--sockets", 5000) as usize,
         flag(args, "--logins", 200) as usize,
+        flag(args, "--in-flight", 1).max(1) as usize,
     );
     let instances = if store == Store::Memory {
         1
@@ -245,14 +246,25 @@ pub async fn run(args: &[String]) {
     until_pooled(&http, &urls, if count > 24 { 32 } else { 32 - count as u64 }).await;
     let loaded = settled(rss).await;
 
-    // M complete logins, one after another, every other browser still waiting.
+    // M complete logins, `--in-flight` at a time (one after another by default), every other
+    // browser still waiting.
     let cpu_before = cpu_all();
     let mut latencies = Vec::new();
     let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
     let started = Instant::now();
-    for n in 0..logins {
-        let (page, phone) = (&urls[n % instances], &urls[(n + 1) % instances]);
-        match log_in(&http, &wechat, page, phone, &format!("load-{n}")).await {
+    let outcomes: Vec<_> = futures_util::stream::iter(0..logins)
+        .map(|n| {
+            let (http, wechat, urls) = (&http, &wechat, &urls);
+            async move {
+                let (page, phone) = (&urls[n % instances], &urls[(n + 1) % instances]);
+                log_in(http, wechat, page, phone, &format!("load-{n}")).await
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    for outcome in outcomes {
+        match outcome {
             Ok(latency) => latencies.push(latency),
             Err(kind) => *errors.entry(kind).or_default() += 1,
         }
@@ -268,7 +280,7 @@ pub async fn run(args: &[String]) {
     }
 
     println!(
-        "| scenario | sockets: {count} waiting browsers on {instances} instance(s) on {}, {logins} complete logins |",
+        "| scenario | sockets: {count} waiting browsers on {instances} instance(s) on {}, {logins} complete logins, {in_flight} at a time |",
         store.name()
     );
     println!("|---|---|");
