@@ -84,7 +84,7 @@ impl BrandedCode {
         let modules = qr.size + 2 * QUIET_ZONE;
         let scale = (LINK_TARGET_WIDTH / modules).max(2);
         let width = modules * scale;
-        let mut pixels = vec![WHITE; width * width];
+        let mut pixels = filled(width * width, WHITE);
         let mut row = vec![WHITE; width];
         for y in 0..qr.size {
             row.fill(WHITE);
@@ -199,11 +199,11 @@ fn png_luma(bytes: &[u8], map: &[u8; 256]) -> Result<(u32, u32, Vec<u8>), String
     }
     let (color, _) = reader.output_color_type();
     let width = width as usize;
-    let mut out = vec![0; width * height as usize];
+    let mut out = filled(width * height as usize, 0);
     if reader.info().interlaced {
         // Adam7 rows come pass by pass: the whole frame first.
         let size = reader.output_buffer_size().ok_or("the image is too large")?;
-        let mut samples = vec![0; size];
+        let mut samples = filled(size, 0);
         let frame = reader.next_frame(&mut samples).map_err(|e| e.to_string())?;
         let lines = samples[..frame.buffer_size()].chunks_exact(frame.line_size);
         for (line, luma) in lines.zip(out.chunks_exact_mut(width)) {
@@ -217,6 +217,19 @@ fn png_luma(bytes: &[u8], map: &[u8; 256]) -> Result<(u32, u32, Vec<u8>), String
         }
     }
     Ok((width as u32, height, out))
+}
+
+/// `len` bytes of `value`, written into memory the allocator hands back as it is. Not
+/// `vec![0; len]`: for a zeroed block the size of a code (100–200 KB) jemalloc takes one freed
+/// earlier and zeroes it by handing its pages back to the system (`madvise`), which makes the
+/// kernel interrupt every core to drop the pages' mappings and then fault each page in again
+/// — on a 2-core box one such "zeroing" per session start held both workers up, and bursts of
+/// them made the longest waits of a sustained run (README, "No stalls"). Writing the bytes is
+/// a few microseconds.
+fn filled(len: usize, value: u8) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len);
+    bytes.resize(len, value);
+    bytes
 }
 
 /// One decoded PNG row (8-bit samples of `color`) to luma, mapped through `map`.
