@@ -1,6 +1,7 @@
 //! The one client for WeChat's server API (or the simulator, through the configurable base
 //! URL). Access tokens come from `stable_token`, are cached per AppID in the session store so
-//! every instance shares them, and are refreshed by one caller at a time (a store lock).
+//! every instance shares them, and are refreshed by one caller at a time (a store lock); each
+//! instance keeps what it read for up to `LOCAL_TOKEN_LIFE`, so a call costs no store round trip.
 //! A call refused for a stale token (40001/40014/42001) refreshes and retries once.
 //! Transient failures (no answer, HTTP 5xx, errcode -1 "system busy", 45009/45011 frequency
 //! limits) are retried up to `ATTEMPTS` times with doubling, jittered pauses, but only where a
@@ -16,14 +17,19 @@ use actix_web::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const TOKEN_ERRORS: [i64; 3] = [40001, 40014, 42001];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const TOKEN_LOCK_MS: u64 = 10_000;
 const TOKEN_WAIT_STEP: Duration = Duration::from_millis(25);
+/// How long an instance uses a token it read from the store before reading it again. Short
+/// against a token's two hours (the store's copy lapses a minute early): a token another
+/// instance replaced is at most this old here, and a stale-token answer skips the copy anyway.
+const LOCAL_TOKEN_LIFE: Duration = Duration::from_secs(30);
 /// Tries per call, and the pause before the first retry (doubled after each, jittered).
 const ATTEMPTS: u32 = 3;
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
@@ -189,6 +195,9 @@ pub struct WeChatClient {
     base: String,
     store: SessionStore,
     metrics: Arc<Metrics>,
+    /// Tokens read from the store, by AppID and secret fingerprint: when read, and the token.
+    /// One map for the instance (its workers' clients share it).
+    tokens: Arc<Mutex<HashMap<String, (Instant, String)>>>,
 }
 
 impl WeChatClient {
@@ -198,6 +207,7 @@ impl WeChatClient {
             base: base.trim_end_matches('/').to_owned(),
             store,
             metrics,
+            tokens: Arc::default(),
         })
     }
 
@@ -386,6 +396,11 @@ impl WeChatClient {
         // Keyed by the secret's fingerprint too: a tenant with a changed (or another tenant's
         // claimed) AppSecret never gets a token fetched with a different one.
         let app_key = format!("{}:{}", app.appid, &crate::token::hash(app.secret.expose())[..16]);
+        if let Some(token) = self.local_token(&app_key)
+            && Some(token.as_str()) != stale
+        {
+            return Ok(token);
+        }
         let key = format!("wechat-token:{app_key}");
         let lock = format!("wechat-token-lock:{app_key}");
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT * 2;
@@ -393,6 +408,7 @@ impl WeChatClient {
             if let Some(cached) = self.store.get_value(&key).await? {
                 let cached = String::from_utf8_lossy(&cached).into_owned();
                 if Some(cached.as_str()) != stale {
+                    self.keep_token(&app_key, &cached);
                     return Ok(cached);
                 }
             }
@@ -403,6 +419,7 @@ impl WeChatClient {
                     self.store
                         .put_value(&key, token.as_bytes(), expires_in.saturating_sub(60).max(1))
                         .await?;
+                    self.keep_token(&app_key, token);
                 }
                 self.store.unlock(lock).await?;
                 return fetched.map(|(token, _)| token);
@@ -413,6 +430,22 @@ impl WeChatClient {
                 ));
             }
             tokio::time::sleep(TOKEN_WAIT_STEP).await;
+        }
+    }
+
+    /// This instance's copy of an app's token, if read less than `LOCAL_TOKEN_LIFE` ago.
+    fn local_token(&self, app_key: &str) -> Option<String> {
+        let tokens = self.tokens.lock().ok()?;
+        let (read_at, token) = tokens.get(app_key)?;
+        (read_at.elapsed() < LOCAL_TOKEN_LIFE).then(|| token.clone())
+    }
+
+    /// Keeps `token` as this instance's copy (and forgets copies past their life: an app whose
+    /// secret changed leaves one behind).
+    fn keep_token(&self, app_key: &str, token: &str) {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.retain(|_, (read_at, _)| read_at.elapsed() < LOCAL_TOKEN_LIFE);
+            tokens.insert(app_key.to_owned(), (Instant::now(), token.to_owned()));
         }
     }
 
