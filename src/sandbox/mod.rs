@@ -6,6 +6,7 @@
 mod controls;
 mod settings;
 mod sun_code;
+mod unlimited_code;
 mod website;
 
 pub use settings::{SandboxOptions, sandbox_settings};
@@ -22,7 +23,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::io::Cursor;
 use std::sync::{Mutex, MutexGuard};
 
 /// The sandbox mini-program, built in.
@@ -112,6 +112,7 @@ struct SimState {
 pub struct Simulator {
     state: Mutex<SimState>,
     token_ttl_secs: u64,
+    layouts: sun_code::Layouts,
 }
 
 impl Default for Simulator {
@@ -145,6 +146,7 @@ impl Simulator {
         Self {
             state: Mutex::new(state),
             token_ttl_secs,
+            layouts: sun_code::Layouts::default(),
         }
     }
 
@@ -332,7 +334,7 @@ fn str_field<'a>(body: &'a Value, name: &str) -> &'a str {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/cgi-bin/token", web::get().to(plain_token))
         .route("/cgi-bin/stable_token", web::post().to(stable_token))
-        .route("/wxa/getwxacodeunlimit", web::post().to(unlimited_code))
+        .route("/wxa/getwxacodeunlimit", web::post().to(unlimited_code::handle))
         .route("/sns/jscode2session", web::get().to(code_to_session))
         .route("/wxa/business/getuserphonenumber", web::post().to(phone_number));
     // A WeChat API called with the wrong method answers as WeChat does: errcode 43002/43001.
@@ -426,102 +428,6 @@ async fn stable_token(sim: web::Data<Simulator>, body: web::Bytes) -> HttpRespon
         };
         Ok(json!({ "access_token": token, "expires_in": until - now }))
     }))
-}
-
-#[derive(Deserialize)]
-struct CodeBody {
-    scene: Option<Value>,
-    page: Option<String>,
-    check_path: Option<bool>,
-    env_version: Option<String>,
-    width: Option<u32>,
-    is_hyaline: Option<bool>,
-    line_color: Option<HashMap<String, Value>>,
-}
-
-const SCENE_PUNCTUATION: &str = "!#$&'()*+,/:;=?@-._~";
-
-fn check_code_request(state: &SimState, appid: &str, body: &CodeBody) -> Result<String, SimError> {
-    let scene = match &body.scene {
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 32 => s.clone(),
-        _ => return Err((40169, "invalid length for scene, or the data is not json string")),
-    };
-    if !scene
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || SCENE_PUNCTUATION.contains(c))
-    {
-        return Err((40129, "invalid scene"));
-    }
-    if let Some(page) = &body.page {
-        if page.contains("scancode_time") {
-            return Err((85096, "not allow include scancode_time field"));
-        }
-        if page.starts_with('/') || page.contains('?') {
-            return Err((41030, "invalid page"));
-        }
-        let published = state.apps.get(appid).and_then(|a| a.pages.as_ref());
-        if body.check_path != Some(false) && published.is_some_and(|pages| !pages.iter().any(|p| p == page)) {
-            return Err((41030, "invalid page"));
-        }
-    }
-    if !matches!(
-        body.env_version.as_deref(),
-        None | Some("release" | "trial" | "develop")
-    ) {
-        return Err((40097, "invalid args"));
-    }
-    Ok(scene)
-}
-
-fn colour(line: &Option<HashMap<String, Value>>) -> [u8; 3] {
-    let channel = |name: &str| {
-        let value = line.as_ref().and_then(|l| l.get(name));
-        let n = match value {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.parse().ok(),
-            _ => None,
-        };
-        n.unwrap_or(0).min(255) as u8
-    };
-    [channel("r"), channel("g"), channel("b")]
-}
-
-/// POST /wxa/getwxacodeunlimit: the image bytes (PNG, labelled image/jpeg as WeChat does), or
-/// a JSON error.
-async fn unlimited_code(sim: web::Data<Simulator>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let caller = {
-        let token = query(&req).get("access_token").cloned();
-        sim.state().app_of_token(token.as_deref(), now()).ok()
-    };
-    let checked = sim
-        .enter("getwxacodeunlimit", caller.as_deref())
-        .await
-        .and_then(|_| {
-            let state = sim.state();
-            let appid = state.app_of_token(query(&req).get("access_token").map(String::as_str), now())?;
-            let body: CodeBody = serde_json::from_slice(&body).map_err(|_| (47001, "data format error"))?;
-            let scene = check_code_request(&state, &appid, &body)?;
-            Ok((scene, body))
-        });
-    let (scene, body) = match checked {
-        Ok(ok) => ok,
-        Err(e) => return wechat_error(e),
-    };
-    let width = body.width.unwrap_or(430).clamp(280, 1280);
-    let image = sun_code::draw(
-        &scene,
-        width,
-        body.is_hyaline.unwrap_or(false),
-        colour(&body.line_color),
-    );
-    let mut png = Vec::new();
-    if image
-        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-        .is_err()
-    {
-        return wechat_error((-1, "system error"));
-    }
-    HttpResponse::Ok().content_type("image/jpeg").body(png)
 }
 
 /// GET /sns/jscode2session
