@@ -8,9 +8,10 @@
 //! `cargo bench --bench load -- sockets [--sockets 5000] [--logins 200] [--in-flight 1]
 //! [--instances 2] [--store redis|cluster|memory]`: N browsers wait on WebSockets over k
 //! instances, then M complete logins (start, code, socket, scan, confirm, redeem; page and
-//! phone on different instances), `--in-flight` at a time, while all stay connected: relay RSS per idle socket, push latency (confirm
-//! answered → `confirmed` frame read), relay CPU per login (from `/proc`), pool hits, errors
-//! by kind, and the RSS a minute after every browser left.
+//! phone on different instances), `--in-flight` at a time, while all stay connected: relay
+//! RSS per idle socket, push latency (confirm answered → `confirmed` frame read), relay CPU per
+//! login (from `/proc`), pool hits, errors by kind, and the RSS a minute after every browser
+//! left.
 //!
 //! `cargo bench --bench load -- creates [--sessions 500000] [--rate 3000] [--clients 32] [--store memory]`:
 //! a sustained run of session starts while a probe times `/healthz` every 10 ms.
